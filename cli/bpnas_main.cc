@@ -1,0 +1,317 @@
+// bpnas: the command-line front of the engine.
+//
+//   bpnas cost   --spec F [--json]             price the model; no training
+//   bpnas search --spec F --out M.bpq [--json]  one search in this process
+//   bpnas eval   M.bpq --data DIR [--json]      accuracy from the artifact alone
+//
+// Exit codes: 0 success; 2 the input must be fixed (bad spec, missing or corrupt file, infeasible
+// budget); 1 anything else.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "cli/progress.h"
+#include "common/status.h"
+#include "google/protobuf/util/json_util.h"
+#include "worker/engine/artifact.h"
+#include "worker/engine/data.h"
+#include "worker/engine/search.h"
+#include "worker/engine/spec.h"
+
+namespace bpnas {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: bpnas <command> [options]\n"
+    "\n"
+    "Mixed-precision quantization search under a hard budget (BP-NAS).\n"
+    "\n"
+    "commands:\n"
+    "  cost   --spec FILE [--json]               layer table, min/max/uniform costs, budget, feasibility\n"
+    "  search --spec FILE --out MODEL.bpq [--json] [--quiet]\n"
+    "                                            run one search in this process and write the model\n"
+    "  eval   MODEL.bpq --data DIR [--test-limit N] [--json]\n"
+    "                                            accuracy of a model file on a data folder's test split\n"
+    "  help                                      this text\n"
+    "\n"
+    "Spec files are the JSON form of bpnas.v1.JobSpec (see examples/).\n"
+    "Exit codes: 0 ok, 2 bad input (spec, file, budget), 1 other failure.\n";
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> options;  // --name value
+  std::set<std::string> flags;                 // --name
+};
+
+absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first, const std::set<std::string>& with_value,
+                               const std::set<std::string>& flags) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    std::string s = argv[i];
+    if (s.rfind("--", 0) == 0) {
+      std::string name = s.substr(2), value;
+      const auto eq = name.find('=');
+      bool has_inline = eq != std::string::npos;
+      if (has_inline) {
+        value = name.substr(eq + 1);
+        name = name.substr(0, eq);
+      }
+      if (flags.count(name) && !has_inline) {
+        a.flags.insert(name);
+      } else if (with_value.count(name)) {
+        if (!has_inline) {
+          if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
+          value = argv[++i];
+        }
+        a.options[name] = value;
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
+      }
+    } else {
+      a.positional.push_back(s);
+    }
+  }
+  return a;
+}
+
+std::string ToJson(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  o.always_print_primitive_fields = true;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+int Fail(const absl::Status& s) {
+  std::fprintf(stderr, "bpnas: %s\n", std::string(s.message()).c_str());
+  return ExitCodeFor(s);
+}
+
+std::string Human(double v) {
+  char buf[64];
+  if (v >= 1e9) std::snprintf(buf, sizeof(buf), "%.3fG", v / 1e9);
+  else if (v >= 1e6) std::snprintf(buf, sizeof(buf), "%.3fM", v / 1e6);
+  else if (v >= 1e3) std::snprintf(buf, sizeof(buf), "%.3fk", v / 1e3);
+  else std::snprintf(buf, sizeof(buf), "%.0f", v);
+  return buf;
+}
+
+int CmdCost(int argc, char** argv) {
+  auto args = ParseArgs(argc, argv, 2, {"spec"}, {"json", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
+  if (!args->options.count("spec")) return Fail(absl::InvalidArgumentError("cost: --spec FILE is required"));
+  auto spec = LoadSpecFile(args->options["spec"]);
+  if (!spec.ok()) return Fail(spec.status());
+  auto plan = PlanJob(*spec, /*check_feasible=*/false);
+  if (!plan.ok()) return Fail(plan.status());
+
+  bpnas::v1::CostReport r;
+  r.set_model_name(plan->graph.model_name);
+  r.set_metric(plan->metric == CostMetricKind::kSize ? bpnas::v1::SIZE : bpnas::v1::BITOPS);
+  const auto& s = plan->spec;
+  const int fixed = int(s.model().fixed_bits());
+  const auto& wb = s.search_space().weight_bits();
+  const auto& ab = s.search_space().activation_bits();
+  size_t si = 0;
+  for (const LayerInfo& l : plan->graph.Layers()) {
+    auto* rl = r.add_layers();
+    rl->set_name(l.name);
+    rl->set_searchable(l.searchable);
+    rl->set_macs(l.macs);
+    rl->set_params(l.params);
+    const CostModel& cm = plan->cost_model;
+    if (l.searchable) {
+      rl->set_min_cost(cm.LayerCost(si, wb[0], ab[0]));
+      rl->set_max_cost(cm.LayerCost(si, wb[wb.size() - 1], ab[ab.size() - 1]));
+      ++si;
+    } else {
+      const double c = plan->metric == CostMetricKind::kSize ? l.params * fixed : l.macs * fixed * fixed;
+      rl->set_min_cost(c);
+      rl->set_max_cost(c);
+    }
+  }
+  r.set_min_cost(plan->min_cost);
+  r.set_max_cost(plan->max_cost);
+  std::set<uint32_t> bits(wb.begin(), wb.end());
+  bits.insert(ab.begin(), ab.end());
+  for (uint32_t b : bits) {
+    auto* u = r.add_uniform();
+    u->set_bits(b);
+    u->set_cost(plan->cost_model.Uniform(b));
+  }
+  r.set_has_budget(plan->has_budget);
+  r.set_budget(plan->budget);
+  r.set_feasible(plan->feasible);
+  r.set_reason(plan->infeasible_reason);
+
+  if (args->flags.count("json")) {
+    std::cout << ToJson(r);
+  } else {
+    const char* unit = plan->metric == CostMetricKind::kSize ? "bits" : "BitOPs";
+    std::printf("model %s, metric %s\n\n", r.model_name().c_str(), CostMetricName(plan->metric));
+    std::printf("%-18s %-10s %12s %10s %14s %14s\n", "layer", "searchable", "MACs", "params", "min cost",
+                "max cost");
+    for (const auto& l : r.layers()) {
+      std::printf("%-18s %-10s %12s %10s %14s %14s\n", l.name().c_str(), l.searchable() ? "yes" : "fixed",
+                  Human(l.macs()).c_str(), Human(l.params()).c_str(), Human(l.min_cost()).c_str(),
+                  Human(l.max_cost()).c_str());
+    }
+    std::printf("\nmin cost (all lowest bits)  %s %s\n", Human(r.min_cost()).c_str(), unit);
+    std::printf("max cost (all highest bits) %s %s\n", Human(r.max_cost()).c_str(), unit);
+    for (const auto& u : r.uniform()) std::printf("uniform %u-bit              %s %s\n", u.bits(), Human(u.cost()).c_str(), unit);
+    if (r.has_budget()) {
+      std::printf("budget                      %s %s (%.0f)\n", Human(r.budget()).c_str(), unit, r.budget());
+      std::printf("feasible                    %s\n", r.feasible() ? "yes" : ("no: " + r.reason()).c_str());
+    } else {
+      std::printf("budget                      none\n");
+    }
+  }
+  return r.feasible() ? 0 : 2;
+}
+
+void PrintResult(const bpnas::v1::QuantizedModel& m) {
+  const auto& r = m.result();
+  const char* unit = r.metric() == bpnas::v1::SIZE ? "bits" : "BitOPs";
+  std::printf("\nresult (%s)\n", r.method() == bpnas::v1::UNIFORM ? "uniform baseline" : "BP-NAS search");
+  std::printf("  within budget      %s\n", r.within_budget() ? "yes" : "NO");
+  std::printf("  cost               %s %s (%.0f)\n", Human(r.cost()).c_str(), unit, r.cost());
+  if (r.budget() > 0) {
+    std::printf("  budget             %s %s (%.0f), cost/budget %.4f\n", Human(r.budget()).c_str(), unit,
+                r.budget(), r.cost() / r.budget());
+  }
+  if (r.method() != bpnas::v1::UNIFORM) {
+    std::printf("  at derive          expected cost/budget %.4f, argmax cost/budget %.4f, Prob-1 %.4f\n",
+                r.expected_cost_at_derive() / r.budget(), r.argmax_cost_at_derive() / r.budget(),
+                r.prob1_at_derive());
+    if (r.repaired()) std::printf("  repaired           %s\n", r.repair_note().c_str());
+    if (r.budget() > 0 && r.cost() < 0.9 * r.budget()) {
+      std::printf("  note               the model uses %.1f%% of the budget (< 90%%)\n", 100 * r.cost() / r.budget());
+    }
+  }
+  std::printf("  test accuracy      %.2f%%\n", r.test_accuracy());
+  std::printf("  layers             w/a bits");
+  if (r.method() != bpnas::v1::UNIFORM) std::printf("   p(weight bits) | p(activation bits)");
+  std::printf("\n");
+  for (const auto& l : r.layers()) {
+    std::printf("    %-16s %d/%d", l.name().c_str(), l.weight_bits(), l.activation_bits());
+    if (l.weight_probs_size() > 0) {
+      std::printf("    ");
+      for (double p : l.weight_probs()) std::printf("%.2f ", p);
+      std::printf("| ");
+      for (double p : l.activation_probs()) std::printf("%.2f ", p);
+    }
+    std::printf("\n");
+  }
+  std::printf("  wall time         ");
+  for (const auto& pt : r.phase_times()) std::printf(" %s %.1fs", pt.phase().c_str(), pt.seconds());
+  std::printf("\n");
+}
+
+int CmdSearch(int argc, char** argv) {
+  auto args = ParseArgs(argc, argv, 2, {"spec", "out"}, {"json", "quiet", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
+  if (!args->options.count("spec")) return Fail(absl::InvalidArgumentError("search: --spec FILE is required"));
+  if (!args->options.count("out")) return Fail(absl::InvalidArgumentError("search: --out MODEL.bpq is required"));
+  auto spec = LoadSpecFile(args->options["spec"]);
+  if (!spec.ok()) return Fail(spec.status());
+  auto plan = PlanJob(*spec);
+  if (!plan.ok()) return Fail(plan.status());
+  auto data = LoadDataset(plan->spec.dataset(), plan->spec.seed());
+  if (!data.ok()) return Fail(data.status());
+  {
+    // Fail on an unwritable output before hours of search, not after.
+    FILE* probe = std::fopen((args->options["out"] + ".tmp").c_str(), "wb");
+    if (probe == nullptr) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--out ", args->options["out"], ": cannot write there")));
+    }
+    std::fclose(probe);
+    std::remove((args->options["out"] + ".tmp").c_str());
+  }
+  ProgressPrinter printer(stderr, isatty(fileno(stderr)) != 0);
+  RunOptions options;
+  if (!args->flags.count("quiet")) options.progress = [&](const ProgressEvent& ev) { printer(ev); };
+  std::fprintf(stderr, "bpnas: %s on %s (%lld train / %lld test), budget %.0f\n", plan->graph.model_name.c_str(),
+               plan->spec.dataset().kind().c_str(), (long long)data->train.size(), (long long)data->test.size(),
+               plan->budget);
+  auto model = RunJob(*plan, *data, options);
+  printer.Finish();
+  if (!model.ok()) return Fail(model.status());
+  absl::Status w = WriteModelFile(*model, args->options["out"]);
+  if (!w.ok()) return Fail(w);
+  if (args->flags.count("json")) {
+    std::cout << ToJson(model->result());
+  } else {
+    PrintResult(*model);
+    std::printf("  model              %s\n", args->options["out"].c_str());
+  }
+  return model->result().within_budget() ? 0 : 1;
+}
+
+int CmdEval(int argc, char** argv) {
+  auto args = ParseArgs(argc, argv, 2, {"data", "test-limit"}, {"json", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
+  if (args->positional.size() != 1) return Fail(absl::InvalidArgumentError("eval: exactly one MODEL.bpq expected"));
+  auto model = ReadModelFile(args->positional[0]);
+  if (!model.ok()) return Fail(model.status());
+  bpnas::v1::DatasetSpec ds = model->spec().dataset();
+  if (args->options.count("data")) {
+    ds.set_path(args->options["data"]);
+  } else if (ds.kind() != "synthetic" && ds.path().empty()) {
+    return Fail(absl::InvalidArgumentError("eval: --data DIR is required"));
+  }
+  if (args->options.count("test-limit")) {
+    try {
+      ds.set_test_limit(uint32_t(std::stoul(args->options["test-limit"])));
+    } catch (...) {
+      return Fail(absl::InvalidArgumentError("--test-limit: not a number"));
+    }
+  }
+  auto data = LoadDataset(ds, model->spec().seed());
+  if (!data.ok()) return Fail(data.status());
+  auto acc = EvaluateQuantizedModel(*model, data->test);
+  if (!acc.ok()) return Fail(acc.status());
+  if (args->flags.count("json")) {
+    std::printf("{\n  \"model\": \"%s\",\n  \"test_samples\": %lld,\n  \"test_accuracy\": %.4f,\n"
+                "  \"reported_accuracy\": %.4f,\n  \"cost\": %.0f,\n  \"budget\": %.0f\n}\n",
+                args->positional[0].c_str(), (long long)data->test.size(), *acc, model->result().test_accuracy(),
+                model->result().cost(), model->result().budget());
+  } else {
+    std::printf("model %s: %s, %d layers quantized\n", args->positional[0].c_str(), model->model_name().c_str(),
+                model->result().layers_size());
+    std::printf("test accuracy %.2f%% on %lld samples (search reported %.2f%%)\n", *acc,
+                (long long)data->test.size(), model->result().test_accuracy());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace bpnas
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(bpnas::kUsage, stderr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  if (cmd == "cost") return bpnas::CmdCost(argc, argv);
+  if (cmd == "search") return bpnas::CmdSearch(argc, argv);
+  if (cmd == "eval") return bpnas::CmdEval(argc, argv);
+  if (cmd == "help" || cmd == "--help" || cmd == "-h") {
+    std::fputs(bpnas::kUsage, stdout);
+    return 0;
+  }
+  std::fprintf(stderr, "bpnas: unknown command \"%s\"\n\n%s", cmd.c_str(), bpnas::kUsage);
+  return 2;
+}

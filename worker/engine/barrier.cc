@@ -1,0 +1,48 @@
+#include "worker/engine/barrier.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace bpnas {
+
+torch::Tensor BarrierPenalty(const torch::Tensor& z, double t) {
+  const double z0 = -1.0 / (t * t);
+  // log of a clamped argument: the unused branch of where() must not produce NaN gradients.
+  auto inside = -(1.0 / t) * torch::log(torch::clamp(-z, 1.0 / (t * t)));
+  auto outside = t * z - (1.0 / t) * std::log(1.0 / (t * t)) + 1.0 / t;
+  return torch::where(z <= z0, inside, outside);
+}
+
+double BarrierPenaltyValue(double z, double t) {
+  if (z <= -1.0 / (t * t)) return -(1.0 / t) * std::log(-z);
+  return t * z - (1.0 / t) * std::log(1.0 / (t * t)) + 1.0 / t;
+}
+
+double BarrierPenaltyGradient(double z, double t) {
+  if (z <= -1.0 / (t * t)) return -1.0 / (t * z);
+  return t;
+}
+
+torch::Tensor Prob1Regularizer(const std::vector<torch::Tensor>& weight_probs,
+                               const std::vector<torch::Tensor>& activation_probs) {
+  TORCH_CHECK(weight_probs.size() == activation_probs.size() && !weight_probs.empty(),
+              "Prob1Regularizer: one weight and one activation distribution per layer");
+  torch::Tensor total = torch::zeros({});
+  for (size_t i = 0; i < weight_probs.size(); ++i) {
+    total = total + (1 - weight_probs[i].pow(2).sum()) + (1 - activation_probs[i].pow(2).sum());
+  }
+  return total / double(weight_probs.size());
+}
+
+double BarrierT(double progress, double t_start, double t_end) {
+  progress = std::clamp(progress, 0.0, 1.0);
+  return t_start * std::pow(t_end / t_start, progress);
+}
+
+double Prob1Lambda(double progress, double start, double lambda_max) {
+  if (progress <= start) return 0.0;
+  if (start >= 1.0) return lambda_max;
+  return lambda_max * std::min(1.0, (progress - start) / (1.0 - start));
+}
+
+}  // namespace bpnas

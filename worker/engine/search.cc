@@ -1,0 +1,546 @@
+#include "worker/engine/search.h"
+
+#include <ATen/Parallel.h>
+#include <torch/nn/functional.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/sgd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "worker/engine/artifact.h"
+#include "worker/engine/barrier.h"
+
+namespace bpnas {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using bpnas::v1::JobSpec;
+
+double Seconds(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
+}
+
+// Fixed-size batches over a shuffled index set; a new permutation each epoch.
+class BatchSampler {
+ public:
+  BatchSampler(torch::Tensor indices, int batch_size, uint64_t seed)
+      : indices_(std::move(indices)), batch_size_(batch_size), rng_(seed) {}
+
+  int64_t BatchesPerEpoch() const {
+    return std::max<int64_t>(1, indices_.size(0) / batch_size_);
+  }
+  void StartEpoch() {
+    std::vector<int64_t> perm(indices_.size(0));
+    for (size_t i = 0; i < perm.size(); ++i) perm[i] = int64_t(i);
+    std::shuffle(perm.begin(), perm.end(), rng_);
+    order_ = indices_.index_select(0, torch::tensor(perm));
+    cursor_ = 0;
+  }
+  // The next batch's sample indices; wraps into a new epoch when exhausted.
+  torch::Tensor Next() {
+    if (!order_.defined() || cursor_ + batch_size_ > order_.size(0)) {
+      if (order_.defined() && cursor_ == 0 && order_.size(0) < batch_size_) return order_;
+      StartEpoch();
+      if (order_.size(0) < batch_size_) return order_;
+    }
+    auto b = order_.narrow(0, cursor_, batch_size_);
+    cursor_ += batch_size_;
+    return b;
+  }
+
+ private:
+  torch::Tensor indices_;
+  int batch_size_;
+  std::mt19937_64 rng_;
+  torch::Tensor order_;
+  int64_t cursor_ = 0;
+};
+
+void SetRequiresGrad(const std::vector<torch::Tensor>& params, bool on) {
+  for (auto p : params) p.set_requires_grad(on);
+}
+
+void SetLearningRate(torch::optim::SGD& opt, double lr) {
+  for (auto& group : opt.param_groups()) {
+    static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+  }
+}
+
+double CosineLr(double base, int64_t step, int64_t total) {
+  if (total <= 0) return base;
+  return 0.5 * base * (1.0 + std::cos(M_PI * double(std::min(step, total)) / double(total)));
+}
+
+torch::optim::SGD MakeSgd(const std::vector<torch::Tensor>& params, double lr, const JobSpec& s) {
+  return torch::optim::SGD(params, torch::optim::SGDOptions(lr)
+                                       .momentum(s.search().momentum())
+                                       .weight_decay(s.search().weight_decay())
+                                       .nesterov(true));
+}
+
+struct StepLosses {
+  double ce = 0, barrier = 0, prob1 = 0, ratio = 0;
+};
+
+double ArgmaxRatio(const Supernet& net, const CostModel& cost, double budget) {
+  DerivedConfig d = DeriveArgmax(net);
+  return cost.Exact(d.weight_bits, d.activation_bits) / budget;
+}
+
+void PinAll(Supernet& net, const DerivedConfig& d) {
+  auto layers = net->searchable_layers();
+  for (size_t i = 0; i < layers.size(); ++i) layers[i]->Pin(d.weight_index[i], d.activation_index[i]);
+}
+
+void UnpinAll(Supernet& net) {
+  for (auto l : net->searchable_layers()) l->Unpin();
+}
+
+// Trains weights only for one epoch (warm-up, fine-tune, uniform baseline).
+void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sampler,
+                       torch::optim::SGD& opt, double base_lr, int64_t* global_step, int64_t total_steps,
+                       std::mt19937_64* sample_rng, ProgressEvent ev, const RunOptions& options) {
+  net->train();
+  const int64_t steps = sampler.BatchesPerEpoch();
+  sampler.StartEpoch();
+  auto t0 = Clock::now();
+  double ce_sum = 0;
+  int64_t ce_n = 0, samples = 0;
+  auto layers = net->searchable_layers();
+  for (int64_t step = 1; step <= steps; ++step) {
+    if (sample_rng != nullptr) {  // sampled warm-up: every branch gets trained
+      for (auto l : layers) {
+        std::uniform_int_distribution<int> wi(0, int(l->weight_bits().size()) - 1);
+        std::uniform_int_distribution<int> ai(0, int(l->activation_bits().size()) - 1);
+        l->Pin(wi(*sample_rng), ai(*sample_rng));
+      }
+    }
+    auto idx = sampler.Next();
+    auto x = train.images.index_select(0, idx);
+    auto y = train.labels.index_select(0, idx);
+    SetLearningRate(opt, CosineLr(base_lr, *global_step, total_steps));
+    opt.zero_grad();
+    auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
+    loss.backward();
+    opt.step();
+    ++*global_step;
+    ce_sum += loss.item<double>();
+    ++ce_n;
+    samples += idx.size(0);
+    if (options.progress && (step % options.report_every == 0 || step == steps)) {
+      ev.step = step;
+      ev.steps = steps;
+      ev.cross_entropy = ce_sum / double(ce_n);
+      ev.samples_per_second = samples / std::max(1e-9, Seconds(t0));
+      ev.epoch_end = step == steps;
+      options.progress(ev);
+      ce_sum = 0;
+      ce_n = 0;
+    }
+  }
+  if (sample_rng != nullptr) UnpinAll(net);
+}
+
+}  // namespace
+
+QuantOptions QuantOptionsFor(const JobSpec& s) {
+  QuantOptions q;
+  q.weight_bits.assign(s.search_space().weight_bits().begin(), s.search_space().weight_bits().end());
+  q.activation_bits.assign(s.search_space().activation_bits().begin(),
+                           s.search_space().activation_bits().end());
+  if (s.method() == bpnas::v1::UNIFORM) {
+    q.weight_bits = {int(s.uniform_bits())};
+    q.activation_bits = {int(s.uniform_bits())};
+  }
+  q.fixed_bits = int(s.model().fixed_bits());
+  q.clip_weight_k = s.search().clip_weight_k();
+  q.clip_activation_k = s.search().clip_activation_k();
+  return q;
+}
+
+torch::Tensor ExpectedCostRatio(const Supernet& net, const CostModel& cost, double budget) {
+  torch::Tensor total = torch::full({}, cost.Fixed() / budget);
+  auto layers = net->searchable_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    std::vector<float> wb(l->weight_bits().begin(), l->weight_bits().end());
+    std::vector<float> ab(l->activation_bits().begin(), l->activation_bits().end());
+    auto ew = (l->WeightProbs() * torch::tensor(wb)).sum();
+    const double coef = cost.LayerCoefficient(i) / budget;
+    if (cost.metric() == CostMetricKind::kBitOps) {
+      auto ea = (l->ActivationProbs() * torch::tensor(ab)).sum();
+      total = total + coef * ew * ea;
+    } else {
+      total = total + coef * ew;
+    }
+  }
+  return total;
+}
+
+namespace {
+
+std::vector<float> GaussianLogits(const std::vector<int>& bits, double mean) {
+  std::vector<float> logits;
+  for (int b : bits) logits.push_back(float(-0.5 * (b - mean) * (b - mean)));
+  return logits;
+}
+
+}  // namespace
+
+void SetFeasibleStart(Supernet& net, const CostModel& cost, double budget, double start_ratio) {
+  auto layers = net->searchable_layers();
+  if (layers.empty()) return;
+  const auto& wb = layers[0]->weight_bits();
+  const auto& ab = layers[0]->activation_bits();
+  const bool size_metric = cost.metric() == CostMetricKind::kSize;
+  auto apply = [&](double mean) {
+    // For SIZE the activations cost nothing: start them at the top of their range.
+    const double act_mean = size_metric ? ab.back() + 1.0 : mean;
+    for (auto l : layers) l->SetLogits(GaussianLogits(wb, mean), GaussianLogits(ab, act_mean));
+    torch::NoGradGuard guard;
+    return ExpectedCostRatio(net, cost, budget).item<double>();
+  };
+  double lo = std::min(wb.front(), ab.front()) - 4.0, hi = std::max(wb.back(), ab.back()) + 4.0;
+  for (int it = 0; it < 60; ++it) {  // E[cost] grows with the mean: bisect
+    const double mid = 0.5 * (lo + hi);
+    if (apply(mid) > start_ratio) hi = mid; else lo = mid;
+  }
+  apply(lo);
+}
+
+DerivedConfig DeriveArgmax(const Supernet& net) {
+  DerivedConfig d;
+  for (auto l : net->searchable_layers()) {
+    torch::NoGradGuard guard;
+    const int wi = int(l->WeightProbs().argmax().item<int64_t>());
+    const int ai = int(l->ActivationProbs().argmax().item<int64_t>());
+    d.weight_index.push_back(wi);
+    d.activation_index.push_back(ai);
+    d.weight_bits.push_back(l->weight_bits()[wi]);
+    d.activation_bits.push_back(l->activation_bits()[ai]);
+  }
+  return d;
+}
+
+std::string RepairToBudget(const Supernet& net, const CostModel& cost, double budget, DerivedConfig* d) {
+  std::string note;
+  auto layers = net->searchable_layers();
+  while (cost.Exact(d->weight_bits, d->activation_bits) > budget) {
+    // Candidate moves: one step down in weight or activation bits of one layer; take the one whose
+    // current choice the architecture held least firmly (smallest probability margin), among
+    // moves that lower the cost.
+    double best_margin = 1e9;
+    int best_layer = -1;
+    bool best_is_weight = true;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      torch::NoGradGuard guard;
+      for (int kind = 0; kind < 2; ++kind) {
+        const bool is_weight = kind == 0;
+        if (!is_weight && cost.metric() == CostMetricKind::kSize) continue;
+        const int cur = is_weight ? d->weight_index[i] : d->activation_index[i];
+        if (cur == 0) continue;
+        auto probs = is_weight ? layers[i]->WeightProbs() : layers[i]->ActivationProbs();
+        const double margin = probs[cur].item<double>() - probs[cur - 1].item<double>();
+        if (margin < best_margin) {
+          best_margin = margin;
+          best_layer = int(i);
+          best_is_weight = is_weight;
+        }
+      }
+    }
+    if (best_layer < 0) break;  // all at the lowest bits (cannot happen for a feasible budget)
+    const auto& l = layers[best_layer];
+    if (best_is_weight) {
+      const int from = d->weight_bits[best_layer];
+      d->weight_index[best_layer]--;
+      d->weight_bits[best_layer] = l->weight_bits()[d->weight_index[best_layer]];
+      absl::StrAppend(&note, note.empty() ? "" : "; ", l->name(), " weights ", from, "->",
+                      d->weight_bits[best_layer], " bits");
+    } else {
+      const int from = d->activation_bits[best_layer];
+      d->activation_index[best_layer]--;
+      d->activation_bits[best_layer] = l->activation_bits()[d->activation_index[best_layer]];
+      absl::StrAppend(&note, note.empty() ? "" : "; ", l->name(), " activations ", from, "->",
+                      d->activation_bits[best_layer], " bits");
+    }
+  }
+  return note;
+}
+
+double Evaluate(Supernet& net, const Dataset& data, int batch_size) {
+  torch::NoGradGuard guard;
+  net->eval();
+  int64_t correct = 0;
+  for (int64_t i = 0; i < data.size(); i += batch_size) {
+    const int64_t n = std::min<int64_t>(batch_size, data.size() - i);
+    auto logits = net->forward(data.images.narrow(0, i, n));
+    correct += logits.argmax(1).eq(data.labels.narrow(0, i, n)).sum().item<int64_t>();
+  }
+  return data.size() == 0 ? 0.0 : 100.0 * double(correct) / double(data.size());
+}
+
+absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const DataSplits& data,
+                                                 const RunOptions& options) {
+  const JobSpec& s = plan.spec;
+  const auto& sp = s.search();
+  torch::manual_seed(s.seed());
+  const int threads = s.threads() > 0 ? int(s.threads()) : int(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  std::mt19937_64 rng(s.seed());
+
+  Supernet net(plan.graph, QuantOptionsFor(s));
+  const bool uniform = s.method() == bpnas::v1::UNIFORM;
+  const double budget = plan.has_budget ? plan.budget : 0.0;
+
+  bpnas::v1::SearchResult result;
+  result.set_method(s.method());
+  result.set_metric(plan.metric == CostMetricKind::kSize ? bpnas::v1::SIZE : bpnas::v1::BITOPS);
+  result.set_budget(budget);
+  result.set_uniform_cost_lo(plan.min_cost);
+  result.set_uniform_cost_hi(plan.max_cost);
+  auto add_phase_time = [&](const std::string& phase, double seconds) {
+    auto* pt = result.add_phase_times();
+    pt->set_phase(phase);
+    pt->set_seconds(seconds);
+  };
+  auto t_job = Clock::now();
+
+  // Train/arch split (the arch part is only used by BPNAS).
+  const int64_t n_train = data.train.size();
+  std::vector<int64_t> perm(n_train);
+  for (int64_t i = 0; i < n_train; ++i) perm[i] = i;
+  std::shuffle(perm.begin(), perm.end(), rng);
+  auto all_idx = torch::tensor(perm);
+  const int64_t n_arch = uniform ? 0 : std::max<int64_t>(1, int64_t(std::lround(n_train * s.dataset().arch_fraction())));
+  auto arch_idx = all_idx.narrow(0, 0, n_arch);
+  auto weight_idx = all_idx.narrow(0, n_arch, n_train - n_arch);
+  if (weight_idx.size(0) < 2 || (!uniform && arch_idx.size(0) < 1)) {
+    return absl::InvalidArgumentError("dataset: too few training samples for a weight/architecture split");
+  }
+
+  auto weight_params = net->WeightParameters();
+  auto arch_params = net->ArchitectureParameters();
+
+  if (uniform) {
+    for (auto l : net->searchable_layers()) l->Pin(0, 0);
+    const int epochs = int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs());
+    BatchSampler sampler(all_idx, int(sp.batch_size()), s.seed() + 1);
+    auto opt = MakeSgd(weight_params, sp.weight_lr(), s);
+    int64_t global = 0;
+    const int64_t total = sampler.BatchesPerEpoch() * epochs;
+    auto t0 = Clock::now();
+    for (int e = 1; e <= epochs; ++e) {
+      ProgressEvent ev;
+      ev.phase = "train";
+      ev.epoch = e;
+      ev.epochs = epochs;
+      ev.elapsed_seconds = Seconds(t_job);
+      if (plan.has_budget) {
+        ev.expected_ratio = ev.argmax_ratio = plan.min_cost / budget;
+        ev.feasible = plan.min_cost <= budget;
+      }
+      TrainWeightsEpoch(net, data.train, sampler, opt, sp.weight_lr(), &global, total, nullptr, ev, options);
+    }
+    add_phase_time("train", Seconds(t0));
+  } else {
+    SetFeasibleStart(net, plan.cost_model, budget, sp.start_ratio());
+    int64_t global = 0;
+    BatchSampler wsampler(weight_idx, int(sp.batch_size()), s.seed() + 1);
+    BatchSampler asampler(arch_idx, int(sp.batch_size()), s.seed() + 2);
+    const int64_t steps_per_epoch = wsampler.BatchesPerEpoch();
+    const int64_t total_weight_steps = steps_per_epoch * (sp.warmup_epochs() + sp.epochs());
+    auto wopt = MakeSgd(weight_params, sp.weight_lr(), s);
+    torch::optim::Adam aopt(arch_params, torch::optim::AdamOptions(sp.arch_lr()).betas({0.5, 0.999}));
+
+    // Warm-up: weights only.
+    auto t0 = Clock::now();
+    SetRequiresGrad(arch_params, false);
+    for (int e = 1; e <= int(sp.warmup_epochs()); ++e) {
+      ProgressEvent ev;
+      ev.phase = "warmup";
+      ev.epoch = e;
+      ev.epochs = int(sp.warmup_epochs());
+      {
+        torch::NoGradGuard g;
+        ev.expected_ratio = ExpectedCostRatio(net, plan.cost_model, budget).item<double>();
+      }
+      ev.argmax_ratio = ArgmaxRatio(net, plan.cost_model, budget);
+      ev.feasible = ev.expected_ratio <= 1.0;
+      ev.elapsed_seconds = Seconds(t_job);
+      TrainWeightsEpoch(net, data.train, wsampler, wopt, sp.weight_lr(), &global, total_weight_steps,
+                        sp.sampled_warmup() ? &rng : nullptr, ev, options);
+    }
+    add_phase_time("warmup", Seconds(t0));
+
+    // Search: alternate weight and architecture steps.
+    t0 = Clock::now();
+    const int64_t search_steps = steps_per_epoch * sp.epochs();
+    int64_t search_step = 0;
+    for (int e = 1; e <= int(sp.epochs()); ++e) {
+      net->train();
+      wsampler.StartEpoch();
+      auto te = Clock::now();
+      StepLosses acc;
+      int64_t acc_n = 0, samples = 0;
+      for (int64_t step = 1; step <= steps_per_epoch; ++step, ++search_step) {
+        const double progress = double(search_step) / double(std::max<int64_t>(1, search_steps - 1));
+        const double t = BarrierT(progress, sp.barrier_t_start(), sp.barrier_t_end());
+        const double lambda = Prob1Lambda(progress, sp.prob1_start(), sp.prob1_lambda());
+
+        // Weight step.
+        SetRequiresGrad(arch_params, false);
+        SetRequiresGrad(weight_params, true);
+        auto widx = wsampler.Next();
+        SetLearningRate(wopt, CosineLr(sp.weight_lr(), global, total_weight_steps));
+        wopt.zero_grad();
+        auto wloss = torch::nn::functional::cross_entropy(
+            net->forward(data.train.images.index_select(0, widx)), data.train.labels.index_select(0, widx));
+        wloss.backward();
+        wopt.step();
+        ++global;
+
+        // Architecture step.
+        SetRequiresGrad(weight_params, false);
+        SetRequiresGrad(arch_params, true);
+        auto aidx = asampler.Next();
+        aopt.zero_grad();
+        auto ce = torch::nn::functional::cross_entropy(
+            net->forward(data.train.images.index_select(0, aidx)), data.train.labels.index_select(0, aidx));
+        auto ratio = ExpectedCostRatio(net, plan.cost_model, budget);
+        auto barrier = sp.barrier_mu() * BarrierPenalty(ratio - 1.0, t);
+        if (sp.lower_band() > 0) barrier = barrier + sp.barrier_mu() * BarrierPenalty(sp.lower_band() - ratio, t);
+        std::vector<torch::Tensor> wp, ap;
+        for (auto l : net->searchable_layers()) {
+          wp.push_back(l->WeightProbs());
+          ap.push_back(l->ActivationProbs());
+        }
+        auto prob1 = Prob1Regularizer(wp, ap);
+        auto aloss = ce + barrier + lambda * prob1;
+        aloss.backward();
+        aopt.step();
+
+        acc.ce += wloss.item<double>();
+        acc.barrier += barrier.item<double>();
+        acc.prob1 += prob1.item<double>();
+        acc.ratio = ratio.item<double>();
+        ++acc_n;
+        samples += widx.size(0) + aidx.size(0);
+        if (options.progress && (step % options.report_every == 0 || step == steps_per_epoch)) {
+          ProgressEvent ev;
+          ev.phase = "search";
+          ev.epoch = e;
+          ev.epochs = int(sp.epochs());
+          ev.step = step;
+          ev.steps = steps_per_epoch;
+          ev.cross_entropy = acc.ce / double(acc_n);
+          ev.barrier = acc.barrier / double(acc_n);
+          ev.prob1 = acc.prob1 / double(acc_n);
+          ev.prob1_lambda = lambda;
+          ev.barrier_t = t;
+          ev.expected_ratio = acc.ratio;
+          ev.argmax_ratio = ArgmaxRatio(net, plan.cost_model, budget);
+          ev.feasible = acc.ratio <= 1.0;
+          ev.samples_per_second = samples / std::max(1e-9, Seconds(te));
+          ev.elapsed_seconds = Seconds(t_job);
+          ev.epoch_end = step == steps_per_epoch;
+          options.progress(ev);
+          acc = StepLosses();
+          acc_n = 0;
+        }
+      }
+    }
+    SetRequiresGrad(weight_params, true);
+    SetRequiresGrad(arch_params, false);
+    add_phase_time("search", Seconds(t0));
+
+    // Derive.
+    {
+      torch::NoGradGuard g;
+      result.set_expected_cost_at_derive(ExpectedCostRatio(net, plan.cost_model, budget).item<double>() * budget);
+      std::vector<torch::Tensor> wp, ap;
+      for (auto l : net->searchable_layers()) {
+        wp.push_back(l->WeightProbs());
+        ap.push_back(l->ActivationProbs());
+      }
+      result.set_prob1_at_derive(Prob1Regularizer(wp, ap).item<double>());
+    }
+    DerivedConfig derived = DeriveArgmax(net);
+    result.set_argmax_cost_at_derive(plan.cost_model.Exact(derived.weight_bits, derived.activation_bits));
+    const std::string note = RepairToBudget(net, plan.cost_model, budget, &derived);
+    result.set_repaired(!note.empty());
+    result.set_repair_note(note);
+    PinAll(net, derived);
+
+    // Fine-tune the fixed network on the whole training set.
+    t0 = Clock::now();
+    const int ft_epochs = int(s.finetune().epochs());
+    if (ft_epochs > 0) {
+      BatchSampler fsampler(all_idx, int(s.finetune().batch_size()), s.seed() + 3);
+      auto fopt = MakeSgd(weight_params, s.finetune().lr(), s);
+      int64_t fstep = 0;
+      const int64_t ftotal = fsampler.BatchesPerEpoch() * ft_epochs;
+      const double ratio = plan.cost_model.Exact(derived.weight_bits, derived.activation_bits) / budget;
+      for (int e = 1; e <= ft_epochs; ++e) {
+        ProgressEvent ev;
+        ev.phase = "finetune";
+        ev.epoch = e;
+        ev.epochs = ft_epochs;
+        ev.expected_ratio = ev.argmax_ratio = ratio;
+        ev.feasible = ratio <= 1.0;
+        ev.elapsed_seconds = Seconds(t_job);
+        TrainWeightsEpoch(net, data.train, fsampler, fopt, s.finetune().lr(), &fstep, ftotal, nullptr, ev, options);
+      }
+    }
+    add_phase_time("finetune", Seconds(t0));
+  }
+
+  // Evaluate.
+  auto t0 = Clock::now();
+  const double accuracy = Evaluate(net, data.test);
+  add_phase_time("evaluate", Seconds(t0));
+  result.set_test_accuracy(accuracy);
+
+  std::vector<int> wbits, abits;
+  for (auto l : net->searchable_layers()) {
+    wbits.push_back(l->weight_bits()[l->pinned_weight_index()]);
+    abits.push_back(l->activation_bits()[l->pinned_activation_index()]);
+  }
+  result.set_cost(plan.cost_model.Exact(wbits, abits));
+  result.set_within_budget(!plan.has_budget || result.cost() <= budget);
+  {
+    torch::NoGradGuard g;
+    auto layers = net->searchable_layers();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      auto* la = result.add_layers();
+      la->set_name(layers[i]->name());
+      la->set_weight_bits(wbits[i]);
+      la->set_activation_bits(abits[i]);
+      la->set_macs(plan.cost_model.searchable()[i].macs);
+      la->set_params(plan.cost_model.searchable()[i].params);
+      if (!uniform) {
+        auto p = layers[i]->WeightProbs();
+        auto q = layers[i]->ActivationProbs();
+        for (int64_t j = 0; j < p.numel(); ++j) la->add_weight_probs(p[j].item<double>());
+        for (int64_t j = 0; j < q.numel(); ++j) la->add_activation_probs(q[j].item<double>());
+      }
+    }
+  }
+  if (options.progress) {
+    ProgressEvent ev;
+    ev.phase = "evaluate";
+    ev.epoch = ev.epochs = 1;
+    ev.elapsed_seconds = Seconds(t_job);
+    ev.expected_ratio = ev.argmax_ratio = plan.has_budget ? result.cost() / budget : 0;
+    ev.feasible = result.within_budget();
+    ev.epoch_end = true;
+    options.progress(ev);
+  }
+  return ExportQuantizedModel(net, plan, result);
+}
+
+}  // namespace bpnas

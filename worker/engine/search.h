@@ -1,0 +1,83 @@
+// The BP-NAS search loop and the uniform baseline, in one process (DESIGN.md §2).
+//
+//   RunJob(plan, data):
+//     BPNAS:   feasible start -> warm-up (weights only) -> alternating weight / architecture steps
+//              -> derive (argmax; repair if the exact cost is over budget) -> fine-tune the fixed
+//              network -> evaluate on the test split -> QuantizedModel (artifact.h).
+//     UNIFORM: every searchable layer at uniform_bits, trained for the same total epochs
+//              (warm-up + search + fine-tune), evaluated the same way.
+//
+// The engine knows nothing of gRPC or PostgreSQL: progress goes to a callback.
+#ifndef BPNAS_WORKER_ENGINE_SEARCH_H_
+#define BPNAS_WORKER_ENGINE_SEARCH_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "absl/status/statusor.h"
+#include "bpnas/v1/model.pb.h"
+#include "worker/engine/data.h"
+#include "worker/engine/spec.h"
+#include "worker/engine/supernet.h"
+
+namespace bpnas {
+
+struct ProgressEvent {
+  std::string phase;  // "warmup", "search", "finetune", "train" (uniform), "evaluate"
+  int epoch = 0;      // 1-based within the phase
+  int epochs = 0;
+  int64_t step = 0;   // 1-based within the epoch
+  int64_t steps = 0;
+  double cross_entropy = 0;
+  double barrier = 0;        // mu * psi (upper + lower band), architecture steps only
+  double prob1 = 0;          // R
+  double prob1_lambda = 0;
+  double barrier_t = 0;
+  double expected_ratio = 0; // E[cost] / budget (0 when there is no budget)
+  double argmax_ratio = 0;   // cost of the argmax network / budget
+  bool feasible = true;      // expected_ratio <= 1
+  double samples_per_second = 0;
+  double elapsed_seconds = 0;
+  bool epoch_end = false;
+};
+using ProgressCallback = std::function<void(const ProgressEvent&)>;
+
+struct RunOptions {
+  ProgressCallback progress;  // may be empty
+  int report_every = 20;      // steps between progress events
+};
+
+// Runs the job the plan describes on `data` and returns the finished artifact (result filled in).
+absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const DataSplits& data,
+                                                 const RunOptions& options);
+
+// ---- pieces exposed for tests and benchmarks ----
+
+QuantOptions QuantOptionsFor(const bpnas::v1::JobSpec& spec);
+
+// E[cost] / budget as a differentiable expression of the architecture logits.
+torch::Tensor ExpectedCostRatio(const Supernet& net, const CostModel& cost, double budget);
+
+// Initial logits: for every searchable layer, a Gaussian over bitwidths (sigma = 1 bit) centred at
+// a mean chosen by bisection so that E[cost] = start_ratio * budget (as close as reachable).
+void SetFeasibleStart(Supernet& net, const CostModel& cost, double budget, double start_ratio);
+
+// Argmax bit indices per searchable layer (weight, activation).
+struct DerivedConfig {
+  std::vector<int> weight_index, activation_index;
+  std::vector<int> weight_bits, activation_bits;
+};
+DerivedConfig DeriveArgmax(const Supernet& net);
+// Lowers the bits of the layer with the smallest probability margin until cost <= budget.
+// Returns a note describing each change (empty if nothing changed).
+std::string RepairToBudget(const Supernet& net, const CostModel& cost, double budget, DerivedConfig* config);
+
+// Accuracy in percent of `net` (eval mode) on `data`.
+double Evaluate(Supernet& net, const Dataset& data, int batch_size = 500);
+
+}  // namespace bpnas
+
+#endif  // BPNAS_WORKER_ENGINE_SEARCH_H_

@@ -1,0 +1,217 @@
+#include "worker/engine/supernet.h"
+
+#include <torch/nn/functional.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+#include "worker/engine/quant_ops.h"
+
+namespace bpnas {
+namespace F = torch::nn::functional;
+
+MixedPrecisionLayerImpl::MixedPrecisionLayerImpl(const GraphNode& node, const QuantOptions& options)
+    : name_(node.name),
+      is_conv_(node.op == NodeOp::kConv2d),
+      stride_(node.stride),
+      padding_(node.padding),
+      searchable_(node.searchable),
+      options_(options) {
+  if (searchable_) {
+    weight_bits_ = options.weight_bits;
+    activation_bits_ = options.activation_bits;
+  } else {
+    weight_bits_ = {options.fixed_bits};
+    activation_bits_ = {options.fixed_bits};
+  }
+  if (is_conv_) {
+    weight = register_parameter(
+        "weight", torch::empty({node.out_channels, node.in_channels, node.kernel, node.kernel}));
+    torch::nn::init::kaiming_normal_(weight, 0.0, torch::kFanOut, torch::kReLU);
+  } else {
+    weight = register_parameter("weight", torch::empty({node.out_channels, node.in_channels}));
+    const double bound = 1.0 / std::sqrt(double(node.in_channels));
+    torch::nn::init::uniform_(weight, -bound, bound);
+  }
+  if (node.has_bias) {
+    const double bound = 1.0 / std::sqrt(double(node.in_channels * node.kernel * node.kernel));
+    bias = register_parameter("bias", torch::empty({node.out_channels}).uniform_(-bound, bound));
+  }
+  if (searchable_) {
+    alpha = register_parameter("alpha", torch::zeros({int64_t(weight_bits_.size())}));
+    beta = register_parameter("beta", torch::zeros({int64_t(activation_bits_.size())}));
+  }
+  // -1 marks "not yet seen a batch": the first training batch sets the running mean directly.
+  activation_mean = register_buffer("activation_mean", torch::full({1}, -1.0f));
+}
+
+torch::Tensor MixedPrecisionLayerImpl::WeightProbs() const {
+  if (!searchable_) return torch::ones({1});
+  return torch::softmax(alpha, 0);
+}
+
+torch::Tensor MixedPrecisionLayerImpl::ActivationProbs() const {
+  if (!searchable_) return torch::ones({1});
+  return torch::softmax(beta, 0);
+}
+
+void MixedPrecisionLayerImpl::Pin(int wi, int ai) {
+  TORCH_CHECK(wi >= 0 && wi < int(weight_bits_.size()) && ai >= 0 && ai < int(activation_bits_.size()),
+              "Pin: bit index out of range for layer ", name_);
+  pinned_w_ = wi;
+  pinned_a_ = ai;
+}
+
+void MixedPrecisionLayerImpl::Unpin() { pinned_w_ = pinned_a_ = -1; }
+
+void MixedPrecisionLayerImpl::SetLogits(const std::vector<float>& a, const std::vector<float>& b) {
+  TORCH_CHECK(searchable_, "SetLogits on fixed layer ", name_);
+  torch::NoGradGuard guard;
+  alpha.copy_(torch::tensor(a));
+  beta.copy_(torch::tensor(b));
+}
+
+double MixedPrecisionLayerImpl::WeightClipValue() const { return WeightClip(weight, options_.clip_weight_k); }
+
+double MixedPrecisionLayerImpl::ActivationClipValue() const {
+  const double m = activation_mean.item<double>();
+  return std::max(options_.clip_activation_k * std::max(m, 0.0), 1e-6);
+}
+
+torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
+  if (is_training()) {
+    torch::NoGradGuard guard;
+    const float batch_mean = x.mean().item<float>();
+    if (activation_mean.item<float>() < 0) {
+      activation_mean.fill_(batch_mean);
+    } else {
+      activation_mean.mul_(1.0 - options_.activation_ema).add_(options_.activation_ema * batch_mean);
+    }
+  }
+  const double clip_a = ActivationClipValue();
+  const double clip_w = WeightClipValue();
+
+  std::vector<int> wb = weight_bits_, ab = activation_bits_;
+  torch::Tensor p, q;
+  if (!searchable_) {
+    p = q = torch::ones({1});
+  } else if (pinned()) {
+    wb = {weight_bits_[pinned_w_]};
+    ab = {activation_bits_[pinned_a_]};
+    p = q = torch::ones({1});
+  } else {
+    p = WeightProbs();
+    q = ActivationProbs();
+  }
+  torch::Tensor xq, wq;
+  if (options_.fused) {
+    xq = ActivationMixture(x, q, ab, clip_a);
+    wq = WeightMixture(weight, p, wb, clip_w);
+  } else {
+    xq = ActivationMixtureReference(x, q, ab, clip_a);
+    wq = WeightMixtureReference(weight, p, wb, clip_w);
+  }
+  if (is_conv_) {
+    return F::conv2d(xq, wq, F::Conv2dFuncOptions().stride(stride_).padding(padding_));
+  }
+  return F::linear(xq, wq, bias);
+}
+
+SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options) : graph_(graph) {
+  std::unordered_map<std::string, int> index_of;
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    const GraphNode& n = graph_.nodes[i];
+    std::vector<int> in;
+    for (const std::string& name : n.inputs) {
+      if (name == "input") {
+        in.push_back(-1);
+      } else {
+        auto it = index_of.find(name);
+        TORCH_CHECK(it != index_of.end(), "graph node ", n.name, " reads unknown tensor ", name);
+        in.push_back(it->second);
+      }
+    }
+    input_index_.push_back(in);
+    index_of[n.name] = int(i);
+    int module = -1;
+    if (n.op == NodeOp::kConv2d || n.op == NodeOp::kLinear) {
+      module = int(layers_.size());
+      layers_.push_back(register_module(n.name, MixedPrecisionLayer(n, options)));
+      if (n.searchable) searchable_.push_back(layers_.back());
+    } else if (n.op == NodeOp::kBatchNorm) {
+      module = int(bns_.size());
+      bns_.push_back(register_module(n.name, torch::nn::BatchNorm2d(n.out_channels)));
+    }
+    module_index_.push_back(module);
+  }
+}
+
+torch::nn::BatchNorm2d SupernetImpl::batch_norm(const std::string& node_name) const {
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    if (graph_.nodes[i].name == node_name && graph_.nodes[i].op == NodeOp::kBatchNorm) {
+      return bns_[module_index_[i]];
+    }
+  }
+  return nullptr;
+}
+
+torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
+  std::vector<torch::Tensor> out(graph_.nodes.size());
+  auto in = [&](size_t node, size_t k) -> const torch::Tensor& {
+    const int idx = input_index_[node][k];
+    return idx < 0 ? x : out[idx];
+  };
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    const GraphNode& n = graph_.nodes[i];
+    switch (n.op) {
+      case NodeOp::kConv2d:
+      case NodeOp::kLinear:
+        out[i] = layers_[module_index_[i]]->forward(in(i, 0));
+        break;
+      case NodeOp::kBatchNorm:
+        out[i] = bns_[module_index_[i]]->forward(in(i, 0));
+        break;
+      case NodeOp::kRelu:
+        out[i] = torch::relu(in(i, 0));
+        break;
+      case NodeOp::kAdd:
+        out[i] = in(i, 0) + in(i, 1);
+        break;
+      case NodeOp::kPadShortcut: {
+        using torch::indexing::None;
+        using torch::indexing::Slice;
+        auto sub = in(i, 0).index({Slice(), Slice(), Slice(None, None, n.stride), Slice(None, None, n.stride)});
+        const int64_t after = n.out_channels - n.in_channels - n.pad_before;
+        out[i] = F::pad(sub, F::PadFuncOptions({0, 0, 0, 0, n.pad_before, after}));
+        break;
+      }
+      case NodeOp::kGlobalAvgPool:
+        out[i] = in(i, 0).mean({2, 3});
+        break;
+    }
+    // Free intermediate tensors no later node reads would need liveness analysis; graphs are small.
+  }
+  return out.back();
+}
+
+std::vector<torch::Tensor> SupernetImpl::ArchitectureParameters() const {
+  std::vector<torch::Tensor> params;
+  for (const auto& l : searchable_) {
+    params.push_back(l->alpha);
+    params.push_back(l->beta);
+  }
+  return params;
+}
+
+std::vector<torch::Tensor> SupernetImpl::WeightParameters() const {
+  std::vector<torch::Tensor> params;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& key = item.key();
+    const bool is_arch = key.size() >= 6 && (key.compare(key.size() - 6, 6, ".alpha") == 0 ||
+                                             key.compare(key.size() - 5, 5, ".beta") == 0);
+    if (!is_arch) params.push_back(item.value());
+  }
+  return params;
+}
+
+}  // namespace bpnas

@@ -1,0 +1,107 @@
+// The search network: torch modules built from a ModelGraph (graph.h).
+//
+// Every conv/linear node becomes a MixedPrecisionLayer (the composite layer of DESIGN.md §2): one
+// convolution of the activation mixture with the weight mixture, with architecture logits alpha
+// (weights) and beta (activations) when the layer is searchable. The first conv and the last linear
+// are fixed at `fixed_bits`. A layer can be pinned to one bitwidth pair (derived network, uniform
+// baseline, sampled warm-up); pinned layers run the same quantizers with a single branch.
+//
+// Not thread-safe: one Supernet per training loop.
+#ifndef BPNAS_WORKER_ENGINE_SUPERNET_H_
+#define BPNAS_WORKER_ENGINE_SUPERNET_H_
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/types.h>
+
+#include "worker/engine/graph.h"
+
+namespace bpnas {
+
+struct QuantOptions {
+  std::vector<int> weight_bits = {2, 3, 4, 8};
+  std::vector<int> activation_bits = {2, 3, 4, 8};
+  int fixed_bits = 8;
+  double clip_weight_k = 2.5;
+  double clip_activation_k = 4.0;
+  double activation_ema = 0.1;  // weight of the new batch mean in the running mean
+  bool fused = true;            // false: the naive per-branch expressions (bench reference)
+};
+
+class MixedPrecisionLayerImpl : public torch::nn::Module {
+ public:
+  MixedPrecisionLayerImpl(const GraphNode& node, const QuantOptions& options);
+
+  torch::Tensor forward(const torch::Tensor& x);
+
+  bool searchable() const { return searchable_; }
+  const std::string& name() const { return name_; }
+  const std::vector<int>& weight_bits() const { return weight_bits_; }
+  const std::vector<int>& activation_bits() const { return activation_bits_; }
+
+  // Softmax of the logits (searchable layers); fixed layers return [1].
+  torch::Tensor WeightProbs() const;
+  torch::Tensor ActivationProbs() const;
+  // Pins the layer to weight_bits()[wi], activation_bits()[ai]; Unpin() returns to the mixture.
+  void Pin(int wi, int ai);
+  void Unpin();
+  bool pinned() const { return pinned_w_ >= 0; }
+  int pinned_weight_index() const { return pinned_w_; }
+  int pinned_activation_index() const { return pinned_a_; }
+  // Sets the logits to the given values (the feasible start).
+  void SetLogits(const std::vector<float>& alpha, const std::vector<float>& beta);
+
+  // Quantization state for export.
+  double WeightClipValue() const;
+  double ActivationClipValue() const;
+
+  torch::Tensor weight, bias, alpha, beta;
+  torch::Tensor activation_mean;  // running mean of the input activation (buffer, scalar)
+
+ private:
+  std::string name_;
+  bool is_conv_;
+  int stride_, padding_;
+  bool searchable_;
+  std::vector<int> weight_bits_, activation_bits_;
+  QuantOptions options_;
+  int pinned_w_ = -1, pinned_a_ = -1;
+};
+TORCH_MODULE(MixedPrecisionLayer);
+
+class SupernetImpl : public torch::nn::Module {
+ public:
+  SupernetImpl(const ModelGraph& graph, const QuantOptions& options);
+
+  torch::Tensor forward(const torch::Tensor& x);
+
+  const ModelGraph& graph() const { return graph_; }
+  // Quantizable layers in execution order, and the searchable subset.
+  const std::vector<MixedPrecisionLayer>& layers() const { return layers_; }
+  const std::vector<MixedPrecisionLayer>& searchable_layers() const { return searchable_; }
+  // Batch-norm module of a graph node (nullptr if the node is not a batch norm).
+  torch::nn::BatchNorm2d batch_norm(const std::string& node_name) const;
+
+  // Architecture logits (alpha, beta of every searchable layer) and everything else.
+  std::vector<torch::Tensor> ArchitectureParameters() const;
+  std::vector<torch::Tensor> WeightParameters() const;
+
+ private:
+  ModelGraph graph_;
+  std::vector<MixedPrecisionLayer> layers_;
+  std::vector<MixedPrecisionLayer> searchable_;
+  // Per node: index into layers_ (conv/linear) or bns_ (batch norm), else -1.
+  std::vector<int> module_index_;
+  std::vector<torch::nn::BatchNorm2d> bns_;
+  std::vector<std::vector<int>> input_index_;  // per node: indices of input nodes (-1 = input)
+};
+TORCH_MODULE(Supernet);
+
+}  // namespace bpnas
+
+#endif  // BPNAS_WORKER_ENGINE_SUPERNET_H_
