@@ -1,5 +1,6 @@
-// Tests for worker/engine/data.h: IDX and CIFAR-10 readers on small files written here (raw and
-// gzipped, valid and corrupt), the real Fashion-MNIST package when installed, and the synthetic set.
+// Tests for worker/engine/data.h: the IDX and CIFAR-10 readers on small files written here (raw
+// and gzipped, valid and corrupt), the real Fashion-MNIST package when installed, the synthetic
+// set and LoadDataset's dispatch and limits.
 #include "worker/engine/data.h"
 
 #include <stdlib.h>
@@ -82,7 +83,8 @@ Bytes IdxLabels(const std::vector<uint8_t>& labels, uint32_t magic = 0x00000801)
 
 void WriteRaw(const std::string& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(out.good()) << path;
 }
 
@@ -170,6 +172,11 @@ TEST(IdxReader, TruncatedPayloadIsDataLossWithPromisedAndActualSizes) {
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_TRUE(HasSubstr(status.message(), dir.File("img")));
   EXPECT_TRUE(HasSubstr(status.message(), "truncated: header promises 76 bytes, file has 69"));
+
+  WriteRaw(dir.File("empty"), Bytes{});
+  status = ReadIdxImages(dir.File("empty")).status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(HasSubstr(status.message(), "truncated: file has 0 bytes"));
 
   WriteGz(dir.File("lbl.gz"), Bytes{0, 0, 8, 1, 0, 0});  // magic, half a count
   status = ReadIdxLabels(dir.File("lbl.gz")).status();

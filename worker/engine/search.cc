@@ -284,8 +284,10 @@ double Evaluate(Supernet& net, const Dataset& data, int batch_size) {
   return data.size() == 0 ? 0.0 : 100.0 * double(correct) / double(data.size());
 }
 
-absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const DataSplits& data,
-                                                 const RunOptions& options) {
+namespace {
+
+absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, const DataSplits& data,
+                                                          const RunOptions& options) {
   const JobSpec& s = plan.spec;
   const auto& sp = s.search();
   torch::manual_seed(s.seed());
@@ -541,6 +543,19 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const Data
     options.progress(ev);
   }
   return ExportQuantizedModel(net, plan, result);
+}
+
+}  // namespace
+
+absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const DataSplits& data,
+                                                 const RunOptions& options) {
+  try {
+    return RunJobUnchecked(plan, data, options);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("search failed in LibTorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("search failed: ", e.what()));
+  }
 }
 
 }  // namespace bpnas

@@ -79,6 +79,10 @@ double MixedPrecisionLayerImpl::ActivationClipValue() const {
 }
 
 torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
+  if (!options_.quantize) {
+    if (is_conv_) return F::conv2d(x, weight, F::Conv2dFuncOptions().stride(stride_).padding(padding_));
+    return F::linear(x, weight, bias);
+  }
   if (is_training()) {
     torch::NoGradGuard guard;
     const float batch_mean = x.mean().item<float>();
@@ -118,6 +122,11 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
 }
 
 SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options) : graph_(graph) {
+  // torch module names may not contain dots; graph names do ("layer1.0.conv1").
+  auto module_name = [](std::string name) {
+    for (char& c : name) if (c == '.') c = '_';
+    return name;
+  };
   std::unordered_map<std::string, int> index_of;
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
     const GraphNode& n = graph_.nodes[i];
@@ -136,11 +145,11 @@ SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options)
     int module = -1;
     if (n.op == NodeOp::kConv2d || n.op == NodeOp::kLinear) {
       module = int(layers_.size());
-      layers_.push_back(register_module(n.name, MixedPrecisionLayer(n, options)));
+      layers_.push_back(register_module(module_name(n.name), MixedPrecisionLayer(n, options)));
       if (n.searchable) searchable_.push_back(layers_.back());
     } else if (n.op == NodeOp::kBatchNorm) {
       module = int(bns_.size());
-      bns_.push_back(register_module(n.name, torch::nn::BatchNorm2d(n.out_channels)));
+      bns_.push_back(register_module(module_name(n.name), torch::nn::BatchNorm2d(n.out_channels)));
     }
     module_index_.push_back(module);
   }

@@ -31,6 +31,7 @@ struct QuantOptions {
   double clip_activation_k = 4.0;
   double activation_ema = 0.1;  // weight of the new batch mean in the running mean
   bool fused = true;            // false: the naive per-branch expressions (bench reference)
+  bool quantize = true;         // false: plain FP32 layers (bench baseline)
 };
 
 class MixedPrecisionLayerImpl : public torch::nn::Module {

@@ -1,0 +1,137 @@
+#include "worker/engine/quant_ops.h"
+
+#include <gtest/gtest.h>
+#include <torch/nn/functional.h>
+
+#include <set>
+
+namespace bpnas {
+namespace {
+
+const std::vector<int> kBits = {2, 3, 4, 8};
+
+double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+TEST(Quantizer, WeightEmitsAtMostTwoToTheBitsLevels) {
+  torch::manual_seed(3);
+  auto w = torch::randn({4096});
+  for (int b : kBits) {
+    auto q = QuantizeWeight(w, b, WeightClip(w, 2.5));
+    auto levels = std::get<0>(torch::_unique(q));
+    EXPECT_LE(levels.numel(), (1 << b)) << b << " bits";
+    EXPECT_GE(levels.numel(), (1 << b) - 1) << b << " bits: a symmetric grid uses 2^b - 1 levels";
+  }
+}
+
+TEST(Quantizer, ActivationEmitsAtMostTwoToTheBitsLevels) {
+  torch::manual_seed(4);
+  auto x = torch::rand({8192}) * 3.0;
+  for (int b : kBits) {
+    auto q = QuantizeActivation(x, b, 2.0);
+    auto levels = std::get<0>(torch::_unique(q));
+    EXPECT_EQ(levels.numel(), (1 << b)) << b << " bits";
+    EXPECT_LE(q.max().item<double>(), 2.0 + 1e-6);
+    EXPECT_GE(q.min().item<double>(), 0.0);
+  }
+}
+
+TEST(Quantizer, WeightCodesTimesStepEqualQuantizedWeights) {
+  torch::manual_seed(5);
+  auto w = torch::randn({1000});
+  for (int b : kBits) {
+    const double clip = WeightClip(w, 2.5);
+    auto codes = WeightCodes(w, b, clip);
+    EXPECT_LE(codes.abs().max().item<int>(), (1 << (b - 1)) - 1);
+    auto deq = codes.to(torch::kFloat) * float(WeightStep(b, clip));
+    EXPECT_LT(MaxAbsDiff(deq, QuantizeWeight(w, b, clip)), 1e-6);
+  }
+}
+
+TEST(FusedMixture, ActivationMatchesReferenceValuesAndGradients) {
+  torch::manual_seed(6);
+  auto x0 = torch::relu(torch::randn({3, 5, 17, 19}));  // exact zeros included, as after ReLU
+  auto logits0 = torch::randn({4});
+  const double clip = 1.7;
+  auto x1 = x0.clone().requires_grad_(true), l1 = logits0.clone().requires_grad_(true);
+  auto x2 = x0.clone().requires_grad_(true), l2 = logits0.clone().requires_grad_(true);
+  auto y1 = ActivationMixture(x1, torch::softmax(l1, 0), kBits, clip);
+  auto y2 = ActivationMixtureReference(x2, torch::softmax(l2, 0), kBits, clip);
+  EXPECT_LT(MaxAbsDiff(y1, y2), 1e-5);
+  auto g = torch::randn_like(y1);
+  (y1 * g).sum().backward();
+  (y2 * g).sum().backward();
+  EXPECT_LT(MaxAbsDiff(x1.grad(), x2.grad()), 1e-5);
+  EXPECT_LT(MaxAbsDiff(l1.grad(), l2.grad()), 1e-3 * (1 + l2.grad().abs().max().item<double>()));
+}
+
+TEST(FusedMixture, WeightMatchesReferenceValuesAndGradients) {
+  torch::manual_seed(7);
+  auto w0 = torch::randn({16, 8, 3, 3}) * 0.2;
+  auto logits0 = torch::randn({4});
+  const double clip = WeightClip(w0, 2.5);
+  auto w1 = w0.clone().requires_grad_(true), l1 = logits0.clone().requires_grad_(true);
+  auto w2 = w0.clone().requires_grad_(true), l2 = logits0.clone().requires_grad_(true);
+  auto y1 = WeightMixture(w1, torch::softmax(l1, 0), kBits, clip);
+  auto y2 = WeightMixtureReference(w2, torch::softmax(l2, 0), kBits, clip);
+  EXPECT_LT(MaxAbsDiff(y1, y2), 1e-6);
+  auto g = torch::randn_like(y1);
+  (y1 * g).sum().backward();
+  (y2 * g).sum().backward();
+  EXPECT_LT(MaxAbsDiff(w1.grad(), w2.grad()), 1e-6);
+  EXPECT_LT(MaxAbsDiff(l1.grad(), l2.grad()), 1e-4);
+}
+
+TEST(FusedMixture, GradientIsZeroOutsideTheClipRange) {
+  auto x = torch::tensor({-1.0f, 0.5f, 3.0f}).requires_grad_(true);
+  auto y = ActivationMixture(x, torch::ones({1}), {4}, 2.0);
+  y.sum().backward();
+  EXPECT_FLOAT_EQ(x.grad()[0].item<float>(), 0.0f);
+  EXPECT_FLOAT_EQ(x.grad()[1].item<float>(), 1.0f);
+  EXPECT_FLOAT_EQ(x.grad()[2].item<float>(), 0.0f);
+}
+
+// The composite layer: conv(sum_j q_j Qa_j(x), sum_i p_i Qw_i(W)) equals the explicit sum over all
+// |weight_bits| x |activation_bits| branches sum_ij p_i q_j conv(Qa_j(x), Qw_i(W)), outputs and
+// gradients (to x, W, and both logit vectors).
+TEST(CompositeLayer, EqualsExplicitSumOverAllBranches) {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(8);
+  auto x0 = torch::relu(torch::randn({2, 4, 9, 9}));
+  auto w0 = torch::randn({6, 4, 3, 3}) * 0.3;
+  auto a0 = torch::randn({4}), b0 = torch::randn({4});
+  const double clip_a = 2.0, clip_w = WeightClip(w0, 2.5);
+  auto conv = [](const torch::Tensor& x, const torch::Tensor& w) {
+    return F::conv2d(x, w, F::Conv2dFuncOptions().padding(1));
+  };
+
+  auto x1 = x0.clone().requires_grad_(true), w1 = w0.clone().requires_grad_(true);
+  auto a1 = a0.clone().requires_grad_(true), b1 = b0.clone().requires_grad_(true);
+  auto y1 = conv(ActivationMixture(x1, torch::softmax(b1, 0), kBits, clip_a),
+                 WeightMixture(w1, torch::softmax(a1, 0), kBits, clip_w));
+
+  auto x2 = x0.clone().requires_grad_(true), w2 = w0.clone().requires_grad_(true);
+  auto a2 = a0.clone().requires_grad_(true), b2 = b0.clone().requires_grad_(true);
+  auto p = torch::softmax(a2, 0), q = torch::softmax(b2, 0);
+  torch::Tensor y2;
+  for (size_t i = 0; i < kBits.size(); ++i) {
+    for (size_t j = 0; j < kBits.size(); ++j) {
+      auto wi = WeightMixtureReference(w2, torch::ones({1}), {kBits[i]}, clip_w);
+      auto xj = ActivationMixtureReference(x2, torch::ones({1}), {kBits[j]}, clip_a);
+      auto term = p[i] * q[j] * conv(xj, wi);
+      y2 = y2.defined() ? y2 + term : term;
+    }
+  }
+  EXPECT_LT(MaxAbsDiff(y1, y2), 1e-4);
+  auto g = torch::randn_like(y1);
+  (y1 * g).sum().backward();
+  (y2 * g).sum().backward();
+  EXPECT_LT(MaxAbsDiff(x1.grad(), x2.grad()), 1e-4);
+  EXPECT_LT(MaxAbsDiff(w1.grad(), w2.grad()), 1e-4);
+  EXPECT_LT(MaxAbsDiff(a1.grad(), a2.grad()), 1e-4);
+  EXPECT_LT(MaxAbsDiff(b1.grad(), b2.grad()), 1e-4);
+}
+
+}  // namespace
+}  // namespace bpnas
