@@ -1,0 +1,185 @@
+// End-to-end: the `bpnas` binary on real Fashion-MNIST subsets (Debian package
+// dataset-fashion-mnist). Skips if the data folder is missing.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "google/protobuf/util/json_util.h"
+#include "bpnas/v1/model.pb.h"
+#include "worker/engine/spec.h"
+
+namespace bpnas {
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+CliRun Bpnas(const std::string& args) {
+  const char* bin = std::getenv("BPNAS_BIN_DIR");
+  std::string cmd = std::string(bin ? bin : ".") + "/bpnas " + args + " 2>&1";
+  CliRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+bool HaveFashionMnist() {
+  std::ifstream f(std::string(kDefaultFashionMnistDir) + "/train-images-idx3-ubyte.gz");
+  return f.good();
+}
+
+// The JSON result printed by --json is the first '{' to the end.
+bpnas::v1::SearchResult ParseResult(const std::string& output) {
+  bpnas::v1::SearchResult r;
+  const auto start = output.find("{\n");
+  EXPECT_NE(start, std::string::npos) << output;
+  if (start == std::string::npos) return r;
+  auto st = google::protobuf::util::JsonStringToMessage(output.substr(start), &r);
+  EXPECT_TRUE(st.ok()) << st.message() << "\n" << output;
+  return r;
+}
+
+double EvalAccuracy(const std::string& model) {
+  CliRun r = Bpnas("eval " + model + " --data " + kDefaultFashionMnistDir + " --json");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  const auto pos = r.output.find("\"test_accuracy\": ");
+  EXPECT_NE(pos, std::string::npos) << r.output;
+  return pos == std::string::npos ? -1 : std::atof(r.output.c_str() + pos + 17);
+}
+
+TEST(Search, ShortRealSearchIsWithinBudgetWellAboveChanceAndEvalReproducesIt) {
+  if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const std::string spec = WriteFile("resnet_short.json", R"({
+    "model": {"name": "resnet20", "width_multiplier": 0.25},
+    "dataset": {"kind": "fashion-mnist", "train_limit": 4000, "test_limit": 1000},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3},
+    "search": {"warmup_epochs": 1, "epochs": 2, "batch_size": 64},
+    "finetune": {"epochs": 1}
+  })");
+  const std::string model = ::testing::TempDir() + "/resnet_short.bpq";
+  CliRun r = Bpnas("search --spec " + spec + " --out " + model + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto result = ParseResult(r.output);
+  EXPECT_TRUE(result.within_budget());
+  EXPECT_LE(result.cost(), result.budget());
+  EXPECT_GT(result.test_accuracy(), 50.0) << "chance is 10%";
+  EXPECT_EQ(result.layers_size(), 18);
+  EXPECT_EQ(result.layers(0).weight_probs_size(), 4) << "probabilities at derive are reported";
+  EXPECT_NEAR(EvalAccuracy(model), result.test_accuracy(), 0.5);
+}
+
+TEST(Search, SizeBudgetAndUniformBaselineRun) {
+  if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const std::string size_spec = WriteFile("tiny_size.json", R"({
+    "model": {"name": "tiny"},
+    "dataset": {"kind": "fashion-mnist", "train_limit": 3000, "test_limit": 1000},
+    "constraint": {"metric": "SIZE", "max_relative_to_uniform_bits": 3},
+    "search": {"warmup_epochs": 1, "epochs": 2, "batch_size": 64},
+    "finetune": {"epochs": 1}
+  })");
+  const std::string model = ::testing::TempDir() + "/tiny_size.bpq";
+  CliRun r = Bpnas("search --spec " + size_spec + " --out " + model + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto result = ParseResult(r.output);
+  EXPECT_EQ(result.metric(), bpnas::v1::SIZE);
+  EXPECT_LE(result.cost(), result.budget());
+  EXPECT_NEAR(EvalAccuracy(model), result.test_accuracy(), 0.5);
+
+  const std::string uniform_spec = WriteFile("tiny_uniform.json", R"({
+    "model": {"name": "tiny"}, "method": "UNIFORM", "uniform_bits": 3,
+    "dataset": {"kind": "fashion-mnist", "train_limit": 3000, "test_limit": 1000},
+    "constraint": {"metric": "SIZE", "max_relative_to_uniform_bits": 3},
+    "search": {"warmup_epochs": 1, "epochs": 2, "batch_size": 64},
+    "finetune": {"epochs": 1}
+  })");
+  r = Bpnas("search --spec " + uniform_spec + " --out " + model + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  result = ParseResult(r.output);
+  EXPECT_EQ(result.method(), bpnas::v1::UNIFORM);
+  EXPECT_NEAR(result.cost(), result.budget(), 1e-6 * result.budget()) << "uniform 3-bit costs exactly the budget";
+  for (const auto& l : result.layers()) EXPECT_EQ(l.weight_bits(), 3u);
+  EXPECT_GT(result.test_accuracy(), 40.0);
+}
+
+TEST(Cli, BadSpecsExitTwoNamingTheFieldAndRunNothing) {
+  struct Case { std::string json, needle; };
+  for (const Case& c : std::vector<Case>{
+           {R"({"modle": {}})", "modle"},
+           {R"({"search": {"epochs": "many"}})", "search.epochs"},
+           {R"({"constraint": {"max_relative_to_uniform_bits": 1.5}})", "infeasible"},
+           {R"({"search": {"arch_lr": 0}, "constraint": {"max": 3e8}})", "search.arch_lr"},
+       }) {
+    const std::string spec = WriteFile("bad.json", c.json);
+    const std::string out = ::testing::TempDir() + "/never.bpq";
+    std::remove(out.c_str());
+    CliRun r = Bpnas("search --spec " + spec + " --out " + out);
+    EXPECT_EQ(r.exit_code, 2) << c.json << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.needle), std::string::npos) << c.json << "\n" << r.output;
+    EXPECT_FALSE(std::ifstream(out).good()) << "nothing may be written for a rejected spec";
+  }
+  CliRun r = Bpnas("search --spec /nonexistent.json --out /tmp/x.bpq");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.output.find("/nonexistent.json"), std::string::npos);
+}
+
+TEST(Cli, CorruptDataFileExitsTwoNamingTheFile) {
+  const std::string dir = ::testing::TempDir() + "/corrupt_mnist";
+  std::system(("mkdir -p " + dir).c_str());
+  for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                        "t10k-labels-idx1-ubyte"}) {
+    std::ofstream(dir + "/" + f) << "this is not an IDX file";
+  }
+  const std::string spec = WriteFile("corrupt.json", R"({"model": {"name": "tiny"},
+    "dataset": {"kind": "mnist", "path": ")" + dir + R"("},
+    "constraint": {"max_relative_to_uniform_bits": 4}})");
+  CliRun r = Bpnas("search --spec " + spec + " --out " + ::testing::TempDir() + "/c.bpq");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(dir + "/train-images-idx3-ubyte"), std::string::npos) << r.output;
+}
+
+TEST(Cli, CostReportsFeasibilityAndJson) {
+  const std::string spec = WriteFile("cost.json", R"({"model": {"name": "tiny"},
+    "constraint": {"max_relative_to_uniform_bits": 4}})");
+  CliRun r = Bpnas("cost --spec " + spec + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  bpnas::v1::CostReport report;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(r.output, &report).ok()) << r.output;
+  EXPECT_TRUE(report.feasible());
+  EXPECT_EQ(report.layers_size(), 4);
+  EXPECT_LT(report.min_cost(), report.budget());
+  EXPECT_GT(report.max_cost(), report.budget());
+  const std::string infeasible = WriteFile("cost_bad.json", R"({"model": {"name": "tiny"},
+    "constraint": {"max": 10}})");
+  r = Bpnas("cost --spec " + infeasible);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("feasible"), std::string::npos);
+}
+
+TEST(Cli, EvalRejectsACorruptModelFile) {
+  const std::string path = WriteFile("junk.bpq", "definitely not a model");
+  CliRun r = Bpnas("eval " + path + " --data /tmp");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(path), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace bpnas

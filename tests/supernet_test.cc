@@ -1,0 +1,149 @@
+#include "worker/engine/supernet.h"
+
+#include <gtest/gtest.h>
+#include <torch/nn/functional.h>
+#include <torch/optim/sgd.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "worker/engine/artifact.h"
+#include "worker/engine/search.h"
+
+namespace bpnas {
+namespace {
+
+JobPlan Plan(const std::string& model, const std::string& metric, double relative_bits) {
+  bpnas::v1::JobSpec spec;
+  spec.mutable_model()->set_name(model);
+  spec.mutable_dataset()->set_kind("synthetic");
+  spec.mutable_constraint()->set_metric(metric == "SIZE" ? bpnas::v1::SIZE : bpnas::v1::BITOPS);
+  spec.mutable_constraint()->set_max_relative_to_uniform_bits(relative_bits);
+  auto plan = PlanJob(spec);
+  EXPECT_TRUE(plan.ok()) << plan.status();
+  return *plan;
+}
+
+TEST(Supernet, LayersFollowTheGraphsLayerTable) {
+  JobPlan plan = Plan("resnet20", "BITOPS", 4);
+  Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+  auto table = plan.graph.Layers();
+  ASSERT_EQ(net->layers().size(), table.size());
+  for (size_t i = 0; i < table.size(); ++i) {
+    EXPECT_EQ(net->layers()[i]->name(), table[i].name);
+    EXPECT_EQ(net->layers()[i]->weight.numel(), int64_t(table[i].params)) << table[i].name;
+    EXPECT_EQ(net->layers()[i]->searchable(), table[i].searchable);
+  }
+  EXPECT_EQ(net->ArchitectureParameters().size(), 2 * net->searchable_layers().size());
+  auto y = net->forward(torch::rand({2, 1, 16, 16}));
+  EXPECT_EQ(y.sizes(), (std::vector<int64_t>{2, 4}));
+}
+
+TEST(Supernet, ExpectedCostEqualsExactCostForOneHotProbabilities) {
+  for (const char* metric : {"BITOPS", "SIZE"}) {
+    JobPlan plan = Plan("resnet20", metric, 4);
+    Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+    std::vector<int> wb, ab;
+    int i = 0;
+    for (auto l : net->searchable_layers()) {
+      const int wi = i % 4, ai = (i / 3) % 4;
+      std::vector<float> alpha(4, -100.f), beta(4, -100.f);
+      alpha[wi] = 100.f;
+      beta[ai] = 100.f;
+      l->SetLogits(alpha, beta);
+      wb.push_back(l->weight_bits()[wi]);
+      ab.push_back(l->activation_bits()[ai]);
+      ++i;
+    }
+    const double ratio = ExpectedCostRatio(net, plan.cost_model, plan.budget).item<double>();
+    EXPECT_NEAR(ratio * plan.budget, plan.cost_model.Exact(wb, ab), 1e-4 * plan.budget) << metric;
+  }
+}
+
+TEST(Supernet, FeasibleStartLandsAtTheStartRatioInsideTheBudget) {
+  for (const char* metric : {"BITOPS", "SIZE"}) {
+    for (double bits : {2.5, 3.0, 4.0, 6.0}) {
+      JobPlan plan = Plan("resnet20", metric, bits);
+      Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+      SetFeasibleStart(net, plan.cost_model, plan.budget, 0.95);
+      const double ratio = ExpectedCostRatio(net, plan.cost_model, plan.budget).item<double>();
+      EXPECT_NEAR(ratio, 0.95, 2e-3) << metric << " " << bits;
+    }
+  }
+}
+
+TEST(Supernet, RepairLowersBitsUntilTheBudgetHolds) {
+  JobPlan plan = Plan("resnet20", "BITOPS", 3);
+  Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+  for (auto l : net->searchable_layers()) l->SetLogits({0, 0, 0, 5}, {0, 0, 0, 5});  // argmax all 8-bit
+  DerivedConfig d = DeriveArgmax(net);
+  ASSERT_GT(plan.cost_model.Exact(d.weight_bits, d.activation_bits), plan.budget);
+  std::string note = RepairToBudget(net, plan.cost_model, plan.budget, &d);
+  EXPECT_FALSE(note.empty());
+  EXPECT_LE(plan.cost_model.Exact(d.weight_bits, d.activation_bits), plan.budget);
+}
+
+TEST(Artifact, InterpreterReproducesTheNetworkAndChecksumCatchesCorruption) {
+  JobPlan plan = Plan("resnet20", "BITOPS", 4);
+  Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+  // A few training steps so batch-norm statistics and activation clips are not at their defaults.
+  torch::manual_seed(2);
+  int i = 0;
+  for (auto l : net->searchable_layers()) {
+    l->Pin(i % 4, (i / 2) % 4);
+    ++i;
+  }
+  torch::optim::SGD opt(net->WeightParameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  auto x = torch::rand({32, 1, 16, 16});
+  auto y = torch::randint(0, 4, {32}, torch::kLong);
+  net->train();
+  for (int s = 0; s < 5; ++s) {
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+    opt.step();
+  }
+  net->eval();
+  torch::Tensor want;
+  {
+    torch::NoGradGuard g;
+    want = net->forward(x);
+  }
+  bpnas::v1::SearchResult result;
+  auto model = ExportQuantizedModel(net, plan, result);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::string path = ::testing::TempDir() + "/roundtrip.bpq";
+  ASSERT_TRUE(WriteModelFile(*model, path).ok());
+  auto back = ReadModelFile(path);
+  ASSERT_TRUE(back.ok()) << back.status();
+  auto got = RunQuantizedModel(*back, x);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_LT((*got - want).abs().max().item<double>(), 1e-3 * (1 + want.abs().max().item<double>()));
+  EXPECT_TRUE(got->argmax(1).eq(want.argmax(1)).all().item<bool>());
+
+  // Flip one byte in the middle of the file: the checksum (or the parser) must catch it.
+  std::string bytes;
+  {
+    std::ifstream in(path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  bytes[bytes.size() / 2] ^= 0x01;
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << bytes;
+  }
+  auto corrupt = ReadModelFile(path);
+  ASSERT_FALSE(corrupt.ok());
+  EXPECT_EQ(corrupt.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(std::string(corrupt.status().message()).find(path), std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST(Artifact, ExportRefusesUnpinnedSearchableLayers) {
+  JobPlan plan = Plan("tiny", "BITOPS", 4);
+  Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+  auto model = ExportQuantizedModel(net, plan, bpnas::v1::SearchResult());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace bpnas
