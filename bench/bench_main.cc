@@ -23,7 +23,9 @@
 #include <string>
 #include <thread>
 
+#include "common/memory.h"
 #include "worker/engine/barrier.h"
+#include "worker/engine/quant_ops.h"
 #include "worker/engine/search.h"
 
 namespace bpnas {
@@ -128,6 +130,26 @@ void BM_NaiveSupernetStep(benchmark::State& st) {
   }
 }
 
+// Micro: one layer's activation mixture (K = 4) forward + backward vs its 3x3 convolution,
+// on the stage-1 activation shape of resnet20 width 1.
+void BM_ActMixtureLayer(benchmark::State& st) {
+  auto x = torch::relu(torch::randn({g_batch, int64_t(16 * g_width), 28, 28})).requires_grad_(true);
+  auto logits = torch::zeros({4}).requires_grad_(st.range(0) != 0);
+  for (auto _ : st) {
+    auto y = ActivationMixture(x, torch::softmax(logits, 0), {2, 3, 4, 8}, 2.0);
+    y.backward(torch::ones_like(y));
+  }
+}
+void BM_ConvLayer(benchmark::State& st) {
+  const int64_t c = int64_t(16 * g_width);
+  auto x = torch::relu(torch::randn({g_batch, c, 28, 28})).requires_grad_(true);
+  auto w = (torch::randn({c, c, 3, 3}) * 0.1).requires_grad_(true);
+  for (auto _ : st) {
+    auto y = torch::nn::functional::conv2d(x, w, torch::nn::functional::Conv2dFuncOptions().padding(1));
+    y.backward(torch::ones_like(y));
+  }
+}
+
 class RatioReporter : public benchmark::ConsoleReporter {
  public:
   void ReportRuns(const std::vector<Run>& runs) override {
@@ -164,6 +186,7 @@ class RatioReporter : public benchmark::ConsoleReporter {
 }  // namespace bpnas
 
 int main(int argc, char** argv) {
+  bpnas::TuneAllocatorForTraining();
   std::vector<char*> rest = {argv[0]};
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 1; i < argc; ++i) {
@@ -180,6 +203,8 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("supernet_astep", BM_SupernetArchStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
   benchmark::RegisterBenchmark("supernet_step", BM_SupernetStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
   benchmark::RegisterBenchmark("naive_step", BM_NaiveSupernetStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
+  benchmark::RegisterBenchmark("layer_conv3x3", BM_ConvLayer)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("layer_act_mixture", BM_ActMixtureLayer)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   RatioReporter reporter;

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/progress.h"
+#include "common/memory.h"
 #include "common/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "worker/engine/artifact.h"
@@ -300,6 +301,7 @@ int CmdEval(int argc, char** argv) {
 }  // namespace bpnas
 
 int main(int argc, char** argv) {
+  bpnas::TuneAllocatorForTraining();
   if (argc < 2) {
     std::fputs(bpnas::kUsage, stderr);
     return 2;
