@@ -9,7 +9,12 @@
 //   supernet_step       weight step + architecture step (one search step, two batches)
 //   naive_step          the same search step with the per-branch torch expressions
 //
-// Flags: --batch N (128), --width W (1.0), --threads T (all cores), plus Google Benchmark flags.
+// The step comparisons run as interleaved rounds (one of each variant per round) and report the
+// median of per-round ratios: this VM's speed drifts by tens of percent over a minute, which
+// sequential benchmarks turn into ratio noise. Layer micro-benchmarks use Google Benchmark.
+//
+// Flags: --batch N (128), --width W (1.0), --threads T (all cores), --rounds R (12),
+//        --naive-rounds R (3), plus Google Benchmark flags (e.g. --benchmark_filter=none).
 #include <benchmark/benchmark.h>
 
 #include <ATen/Parallel.h>
@@ -17,9 +22,12 @@
 #include <torch/optim/adam.h>
 #include <torch/optim/sgd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <vector>
 #include <string>
 #include <thread>
 
@@ -99,36 +107,6 @@ void ArchStep(Fixture& f) {
   f.aopt->step();
 }
 
-void BM_Fp32Step(benchmark::State& st) {
-  auto f = Make(false, true, 0);
-  for (auto _ : st) WeightStep(f);
-}
-void BM_Fixed4Step(benchmark::State& st) {
-  auto f = Make(true, true, 4);
-  for (auto _ : st) WeightStep(f);
-}
-void BM_SupernetWeightStep(benchmark::State& st) {
-  auto f = Make(true, true, 0);
-  for (auto _ : st) WeightStep(f);
-}
-void BM_SupernetArchStep(benchmark::State& st) {
-  auto f = Make(true, true, 0);
-  for (auto _ : st) ArchStep(f);
-}
-void BM_SupernetStep(benchmark::State& st) {
-  auto f = Make(true, true, 0);
-  for (auto _ : st) {
-    WeightStep(f);
-    ArchStep(f);
-  }
-}
-void BM_NaiveSupernetStep(benchmark::State& st) {
-  auto f = Make(true, false, 0);
-  for (auto _ : st) {
-    WeightStep(f);
-    ArchStep(f);
-  }
-}
 
 // Micro: one layer's activation mixture (K = 4) forward + backward vs its 3x3 convolution,
 // on the stage-1 activation shape of resnet20 width 1.
@@ -150,37 +128,64 @@ void BM_ConvLayer(benchmark::State& st) {
   }
 }
 
-class RatioReporter : public benchmark::ConsoleReporter {
- public:
-  void ReportRuns(const std::vector<Run>& runs) override {
-    ConsoleReporter::ReportRuns(runs);
-    for (const Run& r : runs) {
-      if (r.run_type == Run::RT_Iteration) seconds_[r.benchmark_name()] = r.GetAdjustedRealTime();
+// Steps measured in interleaved rounds (fp32, fixed4, weight step, arch step, naive step, ...),
+// so that drift in the machine's speed hits every variant alike; ratios are medians over rounds of
+// the per-round ratio.
+void PairedStepRatios(int rounds, int naive_rounds) {
+  auto fp32 = Make(false, true, 0);
+  auto fixed4 = Make(true, true, 4);
+  auto super = Make(true, true, 0);
+  auto naive = Make(true, false, 0);
+  auto time_ms = [](auto&& fn) {
+    auto t0 = std::chrono::steady_clock::now();
+    fn();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  // Warm up every variant (allocator, oneDNN primitive caches).
+  for (int i = 0; i < 2; ++i) {
+    WeightStep(fp32); WeightStep(fixed4); WeightStep(super); ArchStep(super);
+  }
+  WeightStep(naive); ArchStep(naive);
+  std::map<std::string, std::vector<double>> ms, ratio;
+  for (int r = 0; r < rounds; ++r) {
+    const double base = time_ms([&] { WeightStep(fp32); });
+    const double f4 = time_ms([&] { WeightStep(fixed4); });
+    const double w = time_ms([&] { WeightStep(super); });
+    const double a = time_ms([&] { ArchStep(super); });
+    ms["fp32_step"].push_back(base);
+    ms["fixed4_step"].push_back(f4);
+    ms["supernet_wstep"].push_back(w);
+    ms["supernet_astep"].push_back(a);
+    ms["supernet_step"].push_back(w + a);
+    ratio["fixed4_step"].push_back(f4 / base);
+    ratio["supernet_wstep"].push_back(w / base);
+    ratio["supernet_astep"].push_back(a / base);
+    ratio["supernet_step"].push_back((w + a) / base);
+    ratio["supernet_step_per_sample"].push_back((w + a) / (2 * base));
+    if (r < naive_rounds) {
+      const double n = time_ms([&] { WeightStep(naive); ArchStep(naive); });
+      ms["naive_step"].push_back(n);
+      ratio["naive_step"].push_back(n / base);
+      ratio["naive_over_fused_step"].push_back(n / (w + a));
     }
   }
-  void PrintRatios() const {
-    auto get = [&](const std::string& prefix) -> double {
-      for (const auto& [name, t] : seconds_) if (name.rfind(prefix, 0) == 0) return t;
-      return 0;
-    };
-    const double base = get("fp32_step");
-    if (base <= 0) return;
-    std::printf("\nratios to fp32_step (batch %d, width %.2f, %d threads), same run:\n", g_batch, g_width,
-                at::get_num_threads());
-    for (const char* n : {"fixed4_step", "supernet_wstep", "supernet_astep", "supernet_step", "naive_step"}) {
-      const double t = get(n);
-      if (t > 0) std::printf("  %-16s %.2fx\n", n, t / base);
-    }
-    const double step = get("supernet_step"), naive = get("naive_step");
-    if (step > 0) {
-      std::printf("  supernet_step per sample (two batches vs one): %.2fx\n", step / (2 * base));
-    }
-    if (step > 0 && naive > 0) std::printf("  naive_step / supernet_step: %.2fx\n", naive / step);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : (v[v.size() / 2] + v[(v.size() - 1) / 2]) / 2;
+  };
+  std::printf("\npaired step timings: resnet20 width %.2f, batch %d, %d threads, %d rounds (naive: %d)\n",
+              g_width, g_batch, at::get_num_threads(), rounds, naive_rounds);
+  for (const char* n : {"fp32_step", "fixed4_step", "supernet_wstep", "supernet_astep", "supernet_step", "naive_step"}) {
+    if (ms.count(n)) std::printf("  %-28s median %8.1f ms\n", n, median(ms[n]));
   }
-
- private:
-  std::map<std::string, double> seconds_;
-};
+  std::printf("ratios (median of per-round ratios):\n");
+  for (const char* n : {"fixed4_step", "supernet_wstep", "supernet_astep",
+                        "supernet_step", "supernet_step_per_sample", "naive_step", "naive_over_fused_step"}) {
+    if (ratio.count(n)) std::printf("  %-28s %6.2fx\n", n, median(ratio[n]));
+  }
+  std::printf("  (supernet_step = weight step + architecture step on two batches, vs one fp32 step on one batch;\n"
+              "   per_sample divides by two fp32 steps: the same number of samples.)\n");
+}
 
 }  // namespace
 }  // namespace bpnas
@@ -189,27 +194,24 @@ int main(int argc, char** argv) {
   bpnas::TuneAllocatorForTraining();
   std::vector<char*> rest = {argv[0]};
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  int rounds = 12, naive_rounds = 3;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) bpnas::g_batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--width") && i + 1 < argc) bpnas::g_width = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--naive-rounds") && i + 1 < argc) naive_rounds = std::atoi(argv[++i]);
     else rest.push_back(argv[i]);
   }
   at::set_num_threads(threads);
   using namespace bpnas;
-  benchmark::RegisterBenchmark("fp32_step", BM_Fp32Step)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-  benchmark::RegisterBenchmark("fixed4_step", BM_Fixed4Step)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-  benchmark::RegisterBenchmark("supernet_wstep", BM_SupernetWeightStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-  benchmark::RegisterBenchmark("supernet_astep", BM_SupernetArchStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-  benchmark::RegisterBenchmark("supernet_step", BM_SupernetStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-  benchmark::RegisterBenchmark("naive_step", BM_NaiveSupernetStep)->Unit(benchmark::kMillisecond)->MinTime(2.0);
-  benchmark::RegisterBenchmark("layer_conv3x3", BM_ConvLayer)->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("layer_act_mixture", BM_ActMixtureLayer)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("layer_conv3x3_fwd_bwd", BM_ConvLayer)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("layer_act_mixture_fwd_bwd", BM_ActMixtureLayer)
+      ->Arg(0)->Arg(1)->ArgName("prob_grad")->Unit(benchmark::kMillisecond);
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
-  RatioReporter reporter;
-  benchmark::RunSpecifiedBenchmarks(&reporter);
-  reporter.PrintRatios();
+  benchmark::RunSpecifiedBenchmarks();
+  PairedStepRatios(rounds, naive_rounds);
   benchmark::Shutdown();
   return 0;
 }

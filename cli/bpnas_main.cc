@@ -8,6 +8,10 @@
 // budget); 1 anything else.
 #include <unistd.h>
 
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <memory>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -25,6 +29,7 @@
 #include "worker/engine/data.h"
 #include "worker/engine/search.h"
 #include "worker/engine/spec.h"
+#include "worker/engine/weights.h"
 
 namespace bpnas {
 namespace {
@@ -36,10 +41,13 @@ constexpr char kUsage[] =
     "\n"
     "commands:\n"
     "  cost   --spec FILE [--json]               layer table, min/max/uniform costs, budget, feasibility\n"
-    "  search --spec FILE --out MODEL.bpq [--json] [--quiet]\n"
+    "  search --spec FILE --out MODEL.bpq [--json] [--quiet] [--trace FILE.jsonl]\n"
     "                                            run one search in this process and write the model\n"
     "  eval   MODEL.bpq --data DIR [--test-limit N] [--json]\n"
     "                                            accuracy of a model file on a data folder's test split\n"
+    "  pretrain --spec FILE --out WEIGHTS.pt [--epochs N] [--lr X] [--json]\n"
+    "                                            train the unquantized network (a shared starting point\n"
+    "                                            for searches and baselines: spec field init_weights)\n"
     "  help                                      this text\n"
     "\n"
     "Spec files are the JSON form of bpnas.v1.JobSpec (see examples/).\n"
@@ -183,7 +191,9 @@ int CmdCost(int argc, char** argv) {
 void PrintResult(const bpnas::v1::QuantizedModel& m) {
   const auto& r = m.result();
   const char* unit = r.metric() == bpnas::v1::SIZE ? "bits" : "BitOPs";
-  std::printf("\nresult (%s)\n", r.method() == bpnas::v1::UNIFORM ? "uniform baseline" : "BP-NAS search");
+  std::printf("\nresult (%s)\n", r.method() == bpnas::v1::UNIFORM          ? "uniform baseline"
+                                  : r.method() == bpnas::v1::LINEAR_PENALTY ? "linear-penalty baseline"
+                                                                            : "BP-NAS search");
   std::printf("  within budget      %s\n", r.within_budget() ? "yes" : "NO");
   std::printf("  cost               %s %s (%.0f)\n", Human(r.cost()).c_str(), unit, r.cost());
   if (r.budget() > 0) {
@@ -218,8 +228,72 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
   std::printf("\n");
 }
 
+// One JSON object per progress event (JSON Lines), for plots of the search.
+void WriteTraceLine(FILE* f, const ProgressEvent& ev) {
+  std::fprintf(f,
+               "{\"phase\": \"%s\", \"epoch\": %d, \"epochs\": %d, \"step\": %lld, \"steps\": %lld, "
+               "\"cross_entropy\": %.6g, \"barrier\": %.6g, \"prob1\": %.6g, \"prob1_lambda\": %.6g, "
+               "\"barrier_t\": %.6g, \"expected_ratio\": %.6g, \"argmax_ratio\": %.6g, \"feasible\": %s, "
+               "\"elapsed_seconds\": %.3f}\n",
+               ev.phase.c_str(), ev.epoch, ev.epochs, (long long)ev.step, (long long)ev.steps, ev.cross_entropy,
+               ev.barrier, ev.prob1, ev.prob1_lambda, ev.barrier_t, ev.expected_ratio, ev.argmax_ratio,
+               ev.feasible ? "true" : "false", ev.elapsed_seconds);
+  std::fflush(f);
+}
+
+int CmdPretrain(int argc, char** argv) {
+  auto args = ParseArgs(argc, argv, 2, {"spec", "out", "epochs", "lr"}, {"json", "quiet", "help"});
+  if (!args.ok()) return Fail(args.status());
+  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
+  if (!args->options.count("spec")) return Fail(absl::InvalidArgumentError("pretrain: --spec FILE is required"));
+  if (!args->options.count("out")) return Fail(absl::InvalidArgumentError("pretrain: --out WEIGHTS.pt is required"));
+  int epochs = 3;
+  double lr = 0.1;
+  try {
+    if (args->options.count("epochs")) epochs = std::stoi(args->options["epochs"]);
+    if (args->options.count("lr")) lr = std::stod(args->options["lr"]);
+  } catch (...) {
+    return Fail(absl::InvalidArgumentError("pretrain: --epochs and --lr take numbers"));
+  }
+  if (epochs < 1 || epochs > 1000) return Fail(absl::InvalidArgumentError("--epochs: must be in [1, 1000]"));
+  if (!(lr > 0 && lr <= 10)) return Fail(absl::InvalidArgumentError("--lr: must be in (0, 10]"));
+  auto spec = LoadSpecFile(args->options["spec"]);
+  if (!spec.ok()) return Fail(spec.status());
+  // Pretraining uses the spec's model, data, seed and batch settings only: method and budget do
+  // not apply, so a spec without a constraint is fine.
+  spec->set_method(bpnas::v1::UNIFORM);
+  spec->set_uniform_bits(8);
+  spec->clear_init_weights();
+  spec->mutable_finetune()->clear_from_init();
+  auto plan = PlanJob(*spec, /*check_feasible=*/false);
+  if (!plan.ok()) return Fail(plan.status());
+  auto data = LoadDataset(plan->spec.dataset(), plan->spec.seed());
+  if (!data.ok()) return Fail(data.status());
+  const int threads = plan->spec.threads() > 0 ? int(plan->spec.threads()) : 0;
+  if (threads > 0) at::set_num_threads(threads);
+  ProgressPrinter printer(stderr, isatty(fileno(stderr)) != 0);
+  RunOptions options;
+  if (!args->flags.count("quiet")) options.progress = [&](const ProgressEvent& ev) { printer(ev); };
+  Supernet net(nullptr);
+  auto t0 = std::chrono::steady_clock::now();
+  auto acc = PretrainFp32(*plan, *data, epochs, lr, &net, options);
+  printer.Finish();
+  if (!acc.ok()) return Fail(acc.status());
+  absl::Status w = SaveWeights(net, args->options["out"]);
+  if (!w.ok()) return Fail(w);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (args->flags.count("json")) {
+    std::printf("{\n  \"weights\": \"%s\",\n  \"fp32_test_accuracy\": %.4f,\n  \"epochs\": %d,\n  \"seconds\": %.1f\n}\n",
+                args->options["out"].c_str(), *acc, epochs, secs);
+  } else {
+    std::printf("FP32 %s: test accuracy %.2f%% after %d epochs (%.0fs); weights in %s\n",
+                plan->graph.model_name.c_str(), *acc, epochs, secs, args->options["out"].c_str());
+  }
+  return 0;
+}
+
 int CmdSearch(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"spec", "out"}, {"json", "quiet", "help"});
+  auto args = ParseArgs(argc, argv, 2, {"spec", "out", "trace"}, {"json", "quiet", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
   if (!args->options.count("spec")) return Fail(absl::InvalidArgumentError("search: --spec FILE is required"));
@@ -241,7 +315,16 @@ int CmdSearch(int argc, char** argv) {
   }
   ProgressPrinter printer(stderr, isatty(fileno(stderr)) != 0);
   RunOptions options;
-  if (!args->flags.count("quiet")) options.progress = [&](const ProgressEvent& ev) { printer(ev); };
+  std::unique_ptr<FILE, int (*)(FILE*)> trace(nullptr, &std::fclose);
+  if (args->options.count("trace")) {
+    trace.reset(std::fopen(args->options["trace"].c_str(), "w"));
+    if (!trace) return Fail(absl::InvalidArgumentError(absl::StrCat("--trace ", args->options["trace"], ": cannot write")));
+  }
+  const bool quiet = args->flags.count("quiet") > 0;
+  options.progress = [&](const ProgressEvent& ev) {
+    if (!quiet) printer(ev);
+    if (trace) WriteTraceLine(trace.get(), ev);
+  };
   std::fprintf(stderr, "bpnas: %s on %s (%lld train / %lld test), budget %.0f\n", plan->graph.model_name.c_str(),
                plan->spec.dataset().kind().c_str(), (long long)data->train.size(), (long long)data->test.size(),
                plan->budget);
@@ -310,6 +393,7 @@ int main(int argc, char** argv) {
   if (cmd == "cost") return bpnas::CmdCost(argc, argv);
   if (cmd == "search") return bpnas::CmdSearch(argc, argv);
   if (cmd == "eval") return bpnas::CmdEval(argc, argv);
+  if (cmd == "pretrain") return bpnas::CmdPretrain(argc, argv);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     std::fputs(bpnas::kUsage, stdout);
     return 0;

@@ -12,6 +12,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus
   dataset-fashion-mnist
+  python3 python3-matplotlib
 )
 
 missing=()

@@ -4,8 +4,10 @@
 #include <torch/autograd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace bpnas {
 namespace {
@@ -14,7 +16,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 constexpr int64_t kGrain = 16384;  // elements per parallel task
-constexpr int kBlock = 256;        // elements per inner block (stays in L1; loops vectorize)
+constexpr int kBlock = 512;        // elements per inner block (stays in L1; loops vectorize)
 constexpr int kMaxBranches = 16;
 
 struct Levels {
@@ -44,23 +46,96 @@ Levels MakeLevels(const std::vector<int>& bits, const torch::Tensor& probs, doub
 int64_t NumChunks(int64_t n) { return std::max<int64_t>(1, (n + kGrain - 1) / kGrain); }
 
 // ---- activations (unsigned; x clamped to [0, c]; floor(v + 0.5) == int truncation for v >= 0) ----
+//
+// The block functions hold the vectorizable loops; target_clones compiles them for AVX2 and for the
+// x86-64 baseline and picks one at load time (no FMA: results stay bit-identical to the reference).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define BPNAS_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define BPNAS_VECTOR_CLONES
+#endif
 
-void ActForwardKernel(const float* x, float* out, int64_t n, float clip, const Levels& lv) {
+// out[0..m) = sum_j p_j Q_j(x); returns sum of x over the block (for the running mean).
+BPNAS_VECTOR_CLONES
+float ActForwardBlock(const float* x, float* out, int m, float clip, const Levels& lv) {
+  float v[kBlock];
+  float sum = 0.0f;
+  for (int e = 0; e < m; ++e) {
+    sum += std::max(x[e], 0.0f);  // the mean of relu(x): a preceding ReLU may have been elided
+    v[e] = std::min(std::max(x[e], 0.0f), clip);
+    out[e] = 0.0f;
+  }
+  for (int j = 0; j < lv.k; ++j) {
+    const float inv = lv.inv_step[j], s = lv.step[j], p = lv.prob[j];
+    for (int e = 0; e < m; ++e) out[e] = out[e] + p * (float(int32_t(v[e] * inv + 0.5f)) * s);
+  }
+  return sum;
+}
+
+// As ActForwardBlock, and mask[e] = 1 where the straight-through gradient passes (0 <= x <= c).
+BPNAS_VECTOR_CLONES
+float ActForwardMaskBlock(const float* x, float* out, uint8_t* mask, int m, float clip, const Levels& lv) {
+  for (int e = 0; e < m; ++e) mask[e] = uint8_t(x[e] >= 0.0f && x[e] <= clip);
+  return ActForwardBlock(x, out, m, clip, lv);
+}
+
+BPNAS_VECTOR_CLONES
+void ActMaskedGradBlock(const uint8_t* mask, const float* g, float* gx, int m, float prob_sum) {
+  for (int e = 0; e < m; ++e) gx[e] = g[e] * (float(mask[e]) * prob_sum);
+}
+
+BPNAS_VECTOR_CLONES
+void ActInputGradBlock(const float* x, const float* g, float* gx, int m, float clip, float prob_sum) {
+  for (int e = 0; e < m; ++e) gx[e] = (x[e] >= 0.0f && x[e] <= clip) ? g[e] * prob_sum : 0.0f;
+}
+
+// acc[j] += sum_e g[e] * Q_j(x[e]).
+BPNAS_VECTOR_CLONES
+void ActProbGradBlock(const float* x, const float* g, int m, float clip, const Levels& lv, double* acc) {
+  float v[kBlock];
+  for (int e = 0; e < m; ++e) v[e] = std::min(std::max(x[e], 0.0f), clip);
+  for (int j = 0; j < lv.k; ++j) {
+    const float inv = lv.inv_step[j], s = lv.step[j];
+    float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 independent sums: vectorizes without fast-math
+    int e = 0;
+    for (; e + 8 <= m; e += 8) {
+      for (int u = 0; u < 8; ++u) partial[u] += g[e + u] * (float(int32_t(v[e + u] * inv + 0.5f)) * s);
+    }
+    for (; e < m; ++e) partial[0] += g[e] * (float(int32_t(v[e] * inv + 0.5f)) * s);
+    double total = 0;
+    for (int u = 0; u < 8; ++u) total += partial[u];
+    acc[j] += total;
+  }
+}
+
+// Returns the sum of x (double, accumulated per chunk in a fixed order: deterministic). With `mask`,
+// also writes the straight-through mask (the backward then reads 1 byte per element, not 4).
+double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, float clip, const Levels& lv) {
+  const int64_t chunks = NumChunks(n);
+  std::vector<double> sums(chunks, 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t begin = c * kGrain, end = std::min(n, begin + kGrain);
+      double sum = 0;
+      for (int64_t b = begin; b < end; b += kBlock) {
+        const int m = int(std::min<int64_t>(kBlock, end - b));
+        sum += mask != nullptr ? ActForwardMaskBlock(x + b, out + b, mask + b, m, clip, lv)
+                               : ActForwardBlock(x + b, out + b, m, clip, lv);
+      }
+      sums[c] = sum;
+    }
+  });
+  double total = 0;
+  for (double v : sums) total += v;
+  return total;
+}
+
+void ActMaskedBackwardKernel(const uint8_t* mask, const float* g, float* gx, int64_t n, float prob_sum) {
   at::parallel_for(0, NumChunks(n), 1, [&](int64_t c0, int64_t c1) {
-    float v[kBlock];
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t begin = c * kGrain, end = std::min(n, begin + kGrain);
       for (int64_t b = begin; b < end; b += kBlock) {
-        const int m = int(std::min<int64_t>(kBlock, end - b));
-        float* o = out + b;
-        for (int e = 0; e < m; ++e) {
-          v[e] = std::min(std::max(x[b + e], 0.0f), clip);
-          o[e] = 0.0f;
-        }
-        for (int j = 0; j < lv.k; ++j) {
-          const float inv = lv.inv_step[j], s = lv.step[j], p = lv.prob[j];
-          for (int e = 0; e < m; ++e) o[e] = o[e] + p * (float(int32_t(v[e] * inv + 0.5f)) * s);
-        }
+        ActMaskedGradBlock(mask + b, g + b, gx + b, int(std::min<int64_t>(kBlock, end - b)), prob_sum);
       }
     }
   });
@@ -68,30 +143,16 @@ void ActForwardKernel(const float* x, float* out, int64_t n, float clip, const L
 
 void ActBackwardKernel(const float* x, const float* g, float* gx, double* gp_chunks, int64_t n,
                        float clip, const Levels& lv, float prob_sum) {
-  const bool want_gp = gp_chunks != nullptr;
   at::parallel_for(0, NumChunks(n), 1, [&](int64_t c0, int64_t c1) {
-    float v[kBlock];
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t begin = c * kGrain, end = std::min(n, begin + kGrain);
       double acc[kMaxBranches] = {0};
       for (int64_t b = begin; b < end; b += kBlock) {
         const int m = int(std::min<int64_t>(kBlock, end - b));
-        if (gx != nullptr) {
-          for (int e = 0; e < m; ++e) {
-            const float xe = x[b + e];
-            gx[b + e] = (xe >= 0.0f && xe <= clip) ? g[b + e] * prob_sum : 0.0f;
-          }
-        }
-        if (!want_gp) continue;
-        for (int e = 0; e < m; ++e) v[e] = std::min(std::max(x[b + e], 0.0f), clip);
-        for (int j = 0; j < lv.k; ++j) {
-          const float inv = lv.inv_step[j], s = lv.step[j];
-          float partial = 0.0f;
-          for (int e = 0; e < m; ++e) partial += g[b + e] * (float(int32_t(v[e] * inv + 0.5f)) * s);
-          acc[j] += partial;
-        }
+        if (gx != nullptr) ActInputGradBlock(x + b, g + b, gx + b, m, clip, prob_sum);
+        if (gp_chunks != nullptr) ActProbGradBlock(x + b, g + b, m, clip, lv, acc);
       }
-      if (want_gp) {
+      if (gp_chunks != nullptr) {
         for (int j = 0; j < lv.k; ++j) gp_chunks[c * lv.k + j] = acc[j];
       }
     }
@@ -131,6 +192,19 @@ void WeightBackwardKernel(const float* w, const float* g, float* gw, double* gp_
   });
 }
 
+// The mean of the last activation-mixture input on this thread (the forward pass reads every element
+// anyway; the layer's running mean takes it from here instead of a second pass over x).
+double& LastInputMean() {
+  thread_local double mean = 0;
+  return mean;
+}
+
+std::atomic<bool>& MaskedBackwardFlag() {
+  static std::atomic<bool> flag{true};
+  return flag;
+}
+bool MaskedBackwardEnabled() { return MaskedBackwardFlag().load(std::memory_order_relaxed); }
+
 template <bool kWeights>
 class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeights>> {
  public:
@@ -145,7 +219,20 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
     if (kWeights) {
       WeightForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(), xc.numel(), float(clip), lv);
     } else {
-      ActForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(), xc.numel(), float(clip), lv);
+      // Without probability gradients (weight steps, fine-tune) backward needs only the mask.
+      const bool masked = MaskedBackwardEnabled() && !probs.requires_grad() && x.requires_grad();
+      torch::Tensor mask;
+      if (masked) mask = torch::empty(xc.sizes(), xc.options().dtype(torch::kUInt8));
+      const double sum = ActForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(),
+                                          masked ? mask.data_ptr<uint8_t>() : nullptr, xc.numel(), float(clip), lv);
+      LastInputMean() = xc.numel() > 0 ? sum / double(xc.numel()) : 0.0;
+      ctx->saved_data["masked"] = masked;
+      if (masked) {
+        ctx->save_for_backward({mask, probs});
+        ctx->saved_data["bits"] = bits;
+        ctx->saved_data["clip"] = clip;
+        return out;
+      }
     }
     ctx->save_for_backward({xc, probs});
     ctx->saved_data["bits"] = bits;
@@ -165,6 +252,11 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
     for (int j = 0; j < lv.k; ++j) prob_sum += lv.prob[j];
 
     auto g = grad_outputs[0].contiguous();
+    if (!kWeights && ctx->saved_data["masked"].toBool()) {
+      auto gx = torch::empty_like(g);
+      ActMaskedBackwardKernel(x.data_ptr<uint8_t>(), g.data_ptr<float>(), gx.data_ptr<float>(), g.numel(), prob_sum);
+      return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    }
     const bool want_gx = ctx->needs_input_grad(0);
     const bool want_gp = ctx->needs_input_grad(1);
     torch::Tensor gx, gp;
@@ -191,6 +283,8 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
 std::vector<int64_t> ToInt64(const std::vector<int>& bits) { return {bits.begin(), bits.end()}; }
 
 }  // namespace
+
+void SetMaskedActivationBackward(bool on) { MaskedBackwardFlag().store(on); }
 
 double WeightStep(int bits, double clip) { return clip / double((1 << (bits - 1)) - 1); }
 double ActivationStep(int bits, double clip) { return clip / double((1 << bits) - 1); }
@@ -223,8 +317,10 @@ torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs,
 }
 
 torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs,
-                                const std::vector<int>& bits, double clip) {
-  return MixtureFunction<false>::apply(x, probs, ToInt64(bits), clip);
+                                const std::vector<int>& bits, double clip, double* input_mean) {
+  auto out = MixtureFunction<false>::apply(x, probs, ToInt64(bits), clip);
+  if (input_mean != nullptr) *input_mean = LastInputMean();
+  return out;
 }
 
 torch::Tensor WeightMixtureReference(const torch::Tensor& w, const torch::Tensor& probs,

@@ -12,8 +12,10 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/barrier.h"
+#include "worker/engine/weights.h"
 
 namespace bpnas {
 namespace {
@@ -284,6 +286,25 @@ double Evaluate(Supernet& net, const Dataset& data, int batch_size) {
   return data.size() == 0 ? 0.0 : 100.0 * double(correct) / double(data.size());
 }
 
+void TrainWeightsOnly(Supernet& net, const JobSpec& s, const Dataset& train, int epochs, double lr,
+                      const std::string& phase, const RunOptions& options) {
+  std::vector<int64_t> all(train.size());
+  for (int64_t i = 0; i < train.size(); ++i) all[i] = i;
+  BatchSampler sampler(torch::tensor(all), int(s.finetune().batch_size()), s.seed() + 3);
+  auto opt = MakeSgd(net->WeightParameters(), lr, s);
+  int64_t step = 0;
+  const int64_t total = sampler.BatchesPerEpoch() * epochs;
+  auto t0 = Clock::now();
+  for (int e = 1; e <= epochs; ++e) {
+    ProgressEvent ev;
+    ev.phase = phase;
+    ev.epoch = e;
+    ev.epochs = epochs;
+    ev.elapsed_seconds = Seconds(t0);
+    TrainWeightsEpoch(net, train, sampler, opt, lr, &step, total, nullptr, ev, options);
+  }
+}
+
 namespace {
 
 absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, const DataSplits& data,
@@ -296,7 +317,9 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   std::mt19937_64 rng(s.seed());
 
   Supernet net(plan.graph, QuantOptionsFor(s));
+  if (!s.init_weights().empty()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
   const bool uniform = s.method() == bpnas::v1::UNIFORM;
+  const bool linear = s.method() == bpnas::v1::LINEAR_PENALTY;
   const double budget = plan.has_budget ? plan.budget : 0.0;
 
   bpnas::v1::SearchResult result;
@@ -330,9 +353,13 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
 
   if (uniform) {
     for (auto l : net->searchable_layers()) l->Pin(0, 0);
-    const int epochs = int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs());
-    BatchSampler sampler(all_idx, int(sp.batch_size()), s.seed() + 1);
-    auto opt = MakeSgd(weight_params, sp.weight_lr(), s);
+    // Same total epochs as a search, or (from_init) the same fine-tune schedule as a search's.
+    const bool ft_only = s.finetune().from_init();
+    const int epochs = ft_only ? int(s.finetune().epochs())
+                               : int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs());
+    const double base_lr = ft_only ? s.finetune().lr() : sp.weight_lr();
+    BatchSampler sampler(all_idx, int(ft_only ? s.finetune().batch_size() : sp.batch_size()), s.seed() + 1);
+    auto opt = MakeSgd(weight_params, base_lr, s);
     int64_t global = 0;
     const int64_t total = sampler.BatchesPerEpoch() * epochs;
     auto t0 = Clock::now();
@@ -346,7 +373,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         ev.expected_ratio = ev.argmax_ratio = plan.min_cost / budget;
         ev.feasible = plan.min_cost <= budget;
       }
-      TrainWeightsEpoch(net, data.train, sampler, opt, sp.weight_lr(), &global, total, nullptr, ev, options);
+      TrainWeightsEpoch(net, data.train, sampler, opt, base_lr, &global, total, nullptr, ev, options);
     }
     add_phase_time("train", Seconds(t0));
   } else {
@@ -414,15 +441,21 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         auto ce = torch::nn::functional::cross_entropy(
             net->forward(data.train.images.index_select(0, aidx)), data.train.labels.index_select(0, aidx));
         auto ratio = ExpectedCostRatio(net, plan.cost_model, budget);
-        auto barrier = sp.barrier_mu() * BarrierPenalty(ratio - 1.0, t);
-        if (sp.lower_band() > 0) barrier = barrier + sp.barrier_mu() * BarrierPenalty(sp.lower_band() - ratio, t);
+        torch::Tensor barrier;
+        if (linear) {
+          // The EdMIPS-style baseline: a fixed linear price on the expected cost, nothing else.
+          barrier = sp.linear_gamma() * ratio;
+        } else {
+          barrier = sp.barrier_mu() * BarrierPenalty(ratio - 1.0, t);
+          if (sp.lower_band() > 0) barrier = barrier + sp.barrier_mu() * BarrierPenalty(sp.lower_band() - ratio, t);
+        }
         std::vector<torch::Tensor> wp, ap;
         for (auto l : net->searchable_layers()) {
           wp.push_back(l->WeightProbs());
           ap.push_back(l->ActivationProbs());
         }
         auto prob1 = Prob1Regularizer(wp, ap);
-        auto aloss = ce + barrier + lambda * prob1;
+        auto aloss = linear ? ce + barrier : ce + barrier + lambda * prob1;
         aloss.backward();
         aopt.step();
 
@@ -473,7 +506,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     }
     DerivedConfig derived = DeriveArgmax(net);
     result.set_argmax_cost_at_derive(plan.cost_model.Exact(derived.weight_bits, derived.activation_bits));
-    const std::string note = RepairToBudget(net, plan.cost_model, budget, &derived);
+    // The linear-penalty baseline is reported as it comes out: no repair.
+    const std::string note = linear ? "" : RepairToBudget(net, plan.cost_model, budget, &derived);
     result.set_repaired(!note.empty());
     result.set_repair_note(note);
     PinAll(net, derived);
@@ -481,6 +515,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     // Fine-tune the fixed network on the whole training set.
     t0 = Clock::now();
     const int ft_epochs = int(s.finetune().epochs());
+    if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
     if (ft_epochs > 0) {
       BatchSampler fsampler(all_idx, int(s.finetune().batch_size()), s.seed() + 3);
       auto fopt = MakeSgd(weight_params, s.finetune().lr(), s);

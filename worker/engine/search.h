@@ -75,6 +75,11 @@ DerivedConfig DeriveArgmax(const Supernet& net);
 // Returns a note describing each change (empty if nothing changed).
 std::string RepairToBudget(const Supernet& net, const CostModel& cost, double budget, DerivedConfig* config);
 
+// Trains the weights of `net` (as it is pinned/configured) on all of `train` for `epochs` epochs:
+// SGD with the spec's momentum and weight decay, cosine from `lr`. Progress events carry `phase`.
+void TrainWeightsOnly(Supernet& net, const bpnas::v1::JobSpec& spec, const Dataset& train, int epochs,
+                      double lr, const std::string& phase, const RunOptions& options);
+
 // Accuracy in percent of `net` (eval mode) on `data`.
 double Evaluate(Supernet& net, const Dataset& data, int batch_size = 500);
 

@@ -139,7 +139,7 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   // constraint
   auto* c = s.mutable_constraint();
   const bool has_budget = c->budget_case() != bpnas::v1::Constraint::BUDGET_NOT_SET;
-  if (s.method() == bpnas::v1::BPNAS && !has_budget) {
+  if (s.method() != bpnas::v1::UNIFORM && !has_budget) {
     return Invalid("constraint", "a budget is required: set constraint.max or constraint.max_relative_to_uniform_bits");
   }
   if (has_budget && c->metric() == bpnas::v1::COST_METRIC_UNSPECIFIED) c->set_metric(bpnas::v1::BITOPS);
@@ -170,9 +170,11 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   if (!p->has_clip_weight_k()) p->set_clip_weight_k(2.5);
   if (!p->has_clip_activation_k()) p->set_clip_activation_k(4.0);
   if (!p->has_sampled_warmup()) p->set_sampled_warmup(true);
+  if (!p->has_linear_gamma()) p->set_linear_gamma(1.0);
+  BPNAS_RETURN_IF_ERROR(CheckPositive("search.linear_gamma", p->linear_gamma(), 1e6));
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("search.warmup_epochs", p->warmup_epochs(), 0, 1000));
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("search.epochs", p->epochs(), 0, 1000));
-  if (s.method() == bpnas::v1::BPNAS && p->epochs() == 0) return Invalid("search.epochs", "must be >= 1");
+  if (s.method() != bpnas::v1::UNIFORM && p->epochs() == 0) return Invalid("search.epochs", "must be >= 1");
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("search.batch_size", p->batch_size(), 1, 65536));
   BPNAS_RETURN_IF_ERROR(CheckPositive("search.weight_lr", p->weight_lr(), 10));
   BPNAS_RETURN_IF_ERROR(CheckRange<double>("search.momentum", p->momentum(), 0, 0.999));
@@ -197,6 +199,10 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   if (!f->has_epochs()) f->set_epochs(2);
   if (!f->has_lr()) f->set_lr(0.02);
   if (!f->has_batch_size()) f->set_batch_size(p->batch_size());
+  if (!f->has_from_init()) f->set_from_init(false);
+  if (f->from_init() && s.init_weights().empty()) {
+    return Invalid("finetune.from_init", "needs init_weights (a file written by `bpnas pretrain`)");
+  }
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("finetune.epochs", f->epochs(), 0, 1000));
   BPNAS_RETURN_IF_ERROR(CheckPositive("finetune.lr", f->lr(), 10));
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("finetune.batch_size", f->batch_size(), 1, 65536));
@@ -243,7 +249,7 @@ absl::StatusOr<JobPlan> PlanJob(const JobSpec& raw, bool check_feasible) {
   const std::string field = c.budget_case() == bpnas::v1::Constraint::kMax
                                 ? "constraint.max"
                                 : "constraint.max_relative_to_uniform_bits";
-  if (s.method() == bpnas::v1::BPNAS) {
+  if (s.method() != bpnas::v1::UNIFORM) {
     absl::Status why;
     if (plan.budget < plan.min_cost) {
       why = Invalid(field, absl::StrCat("infeasible budget: ", plan.budget, " ",

@@ -83,14 +83,9 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
     if (is_conv_) return F::conv2d(x, weight, F::Conv2dFuncOptions().stride(stride_).padding(padding_));
     return F::linear(x, weight, bias);
   }
-  if (is_training()) {
-    torch::NoGradGuard guard;
-    const float batch_mean = x.mean().item<float>();
-    if (activation_mean.item<float>() < 0) {
-      activation_mean.fill_(batch_mean);
-    } else {
-      activation_mean.mul_(1.0 - options_.activation_ema).add_(options_.activation_ema * batch_mean);
-    }
+  if (is_training() && activation_mean.item<float>() < 0) {
+    torch::NoGradGuard guard;  // first batch: start the running mean at this batch's mean
+    activation_mean.fill_(x.clamp_min(0).mean().item<float>());
   }
   const double clip_a = ActivationClipValue();
   const double clip_w = WeightClipValue();
@@ -108,12 +103,19 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
     q = ActivationProbs();
   }
   torch::Tensor xq, wq;
+  double batch_mean = 0;
   if (options_.fused) {
-    xq = ActivationMixture(x, q, ab, clip_a);
+    xq = ActivationMixture(x, q, ab, clip_a, &batch_mean);
     wq = WeightMixture(weight, p, wb, clip_w);
   } else {
+    if (is_training()) batch_mean = x.clamp_min(0).mean().item<double>();
     xq = ActivationMixtureReference(x, q, ab, clip_a);
     wq = WeightMixtureReference(weight, p, wb, clip_w);
+  }
+  if (is_training()) {
+    // Scale-Clip's running mean, updated after use (the clip of this batch is the previous mean).
+    torch::NoGradGuard guard;
+    activation_mean.mul_(1.0 - options_.activation_ema).add_(options_.activation_ema * batch_mean);
   }
   if (is_conv_) {
     return F::conv2d(xq, wq, F::Conv2dFuncOptions().stride(stride_).padding(padding_));
@@ -153,6 +155,26 @@ SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options)
     }
     module_index_.push_back(module);
   }
+  last_use_.assign(graph_.nodes.size(), -1);
+  std::vector<bool> only_quantized_readers(graph_.nodes.size(), true);
+  std::vector<int> readers(graph_.nodes.size(), 0);
+  for (size_t i = 0; i < input_index_.size(); ++i) {
+    const bool quantized = graph_.nodes[i].op == NodeOp::kConv2d || graph_.nodes[i].op == NodeOp::kLinear;
+    for (int in : input_index_[i]) {
+      if (in < 0) continue;
+      last_use_[in] = int(i);
+      ++readers[in];
+      if (!quantized) only_quantized_readers[in] = false;
+    }
+  }
+  // A ReLU read only by quantized layers is redundant: their activation quantizer clamps at 0 and
+  // its straight-through gradient is zero below 0, exactly as the ReLU's. Skipping it saves a
+  // read-write pass over the tensor forward and backward. (The artifact keeps the ReLU node.)
+  relu_elided_.assign(graph_.nodes.size(), false);
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    relu_elided_[i] = options.quantize && options.fused && options.elide_relu && graph_.nodes[i].op == NodeOp::kRelu &&
+                      readers[i] > 0 && only_quantized_readers[i];
+  }
 }
 
 torch::nn::BatchNorm2d SupernetImpl::batch_norm(const std::string& node_name) const {
@@ -181,7 +203,7 @@ torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
         out[i] = bns_[module_index_[i]]->forward(in(i, 0));
         break;
       case NodeOp::kRelu:
-        out[i] = torch::relu(in(i, 0));
+        out[i] = relu_elided_[i] ? in(i, 0) : torch::relu(in(i, 0));
         break;
       case NodeOp::kAdd:
         out[i] = in(i, 0) + in(i, 1);
@@ -198,7 +220,10 @@ torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
         out[i] = in(i, 0).mean({2, 3});
         break;
     }
-    // Free intermediate tensors no later node reads would need liveness analysis; graphs are small.
+    // Drop outputs no later node reads (autograd keeps what backward needs on its own).
+    for (int in : input_index_[i]) {
+      if (in >= 0 && last_use_[in] == int(i)) out[in] = torch::Tensor();
+    }
   }
   return out.back();
 }
