@@ -203,7 +203,11 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--naive-rounds") && i + 1 < argc) naive_rounds = std::atoi(argv[++i]);
     else rest.push_back(argv[i]);
   }
-  at::set_num_threads(threads);
+  {
+    bpnas::v1::JobSpec spec;
+    spec.set_threads(threads);
+    bpnas::ConfigureTorchForTraining(spec);  // the same settings as a search
+  }
   using namespace bpnas;
   benchmark::RegisterBenchmark("layer_conv3x3_fwd_bwd", BM_ConvLayer)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_act_mixture_fwd_bwd", BM_ActMixtureLayer)

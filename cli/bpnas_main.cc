@@ -269,8 +269,7 @@ int CmdPretrain(int argc, char** argv) {
   if (!plan.ok()) return Fail(plan.status());
   auto data = LoadDataset(plan->spec.dataset(), plan->spec.seed());
   if (!data.ok()) return Fail(data.status());
-  const int threads = plan->spec.threads() > 0 ? int(plan->spec.threads()) : 0;
-  if (threads > 0) at::set_num_threads(threads);
+  ConfigureTorchForTraining(plan->spec);
   ProgressPrinter printer(stderr, isatty(fileno(stderr)) != 0);
   RunOptions options;
   if (!args->flags.count("quiet")) options.progress = [&](const ProgressEvent& ev) { printer(ev); };

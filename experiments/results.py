@@ -39,7 +39,7 @@ def parse_args():
     p.add_argument("--bitops-bits", default="2.5,3,4,5,6",
                    help="BitOPs budgets as uniform-equivalent bits (the cost of the uniform b-bit network)")
     p.add_argument("--size-bits", default="3,4", help="model-size budgets as uniform-equivalent bits")
-    p.add_argument("--gammas", default="0.3,1,3", help="linear-penalty gammas tried on the calibration budget")
+    p.add_argument("--gammas", default="0.01,0.03,0.1,0.3,1", help="linear-penalty gammas tried on the calibration budget")
     p.add_argument("--calibrate-bits", type=float, default=4.0, help="budget (bits) on which gamma is chosen")
     p.add_argument("--quick", action="store_true", help="a few-minute version on a subset (CI)")
     p.add_argument("--no-plots", action="store_true")
@@ -124,9 +124,11 @@ def main():
         report = json.loads(out)
         return {int(u["bits"]): u["cost"] for u in report["uniform"]}, report
 
-    budgets = [("BITOPS", float(b)) for b in a.bitops_bits.split(",")] + \
-              [("SIZE", float(b)) for b in a.size_bits.split(",")]
-    gammas = [float(g) for g in a.gammas.split(",")]
+    def floats(text):
+        return [float(x) for x in text.split(",") if x.strip()]
+
+    budgets = [("BITOPS", b) for b in floats(a.bitops_bits)] + [("SIZE", b) for b in floats(a.size_bits)]
+    gammas = floats(a.gammas)
 
     # 2. Gamma for the linear penalty, once per metric, on the calibration budget: the gamma whose
     #    derived network uses the most of the budget without exceeding it (closest to it otherwise).

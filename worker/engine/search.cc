@@ -1,5 +1,6 @@
 #include "worker/engine/search.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <torch/nn/functional.h>
 #include <torch/optim/adam.h>
@@ -149,6 +150,12 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
 }
 
 }  // namespace
+
+void ConfigureTorchForTraining(const JobSpec& s) {
+  const int threads = s.threads() > 0 ? int(s.threads()) : int(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(threads);
+  at::globalContext().setFlushDenormal(true);
+}
 
 QuantOptions QuantOptionsFor(const JobSpec& s) {
   QuantOptions q;
@@ -312,8 +319,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   const JobSpec& s = plan.spec;
   const auto& sp = s.search();
   torch::manual_seed(s.seed());
-  const int threads = s.threads() > 0 ? int(s.threads()) : int(std::max(1u, std::thread::hardware_concurrency()));
-  at::set_num_threads(threads);
+  ConfigureTorchForTraining(s);
   std::mt19937_64 rng(s.seed());
 
   Supernet net(plan.graph, QuantOptionsFor(s));
@@ -351,12 +357,49 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   auto weight_params = net->WeightParameters();
   auto arch_params = net->ArchitectureParameters();
 
+  // Fine-tune a fixed network on the whole training set. Every method that fine-tunes goes through
+  // here with the same sampler seed, so equal configurations get equal fine-tunes.
+  auto finetune = [&](const DerivedConfig& derived) -> absl::Status {
+    auto t0 = Clock::now();
+    const int ft_epochs = int(s.finetune().epochs());
+    if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
+    if (ft_epochs > 0) {
+      BatchSampler fsampler(all_idx, int(s.finetune().batch_size()), s.seed() + 3);
+      auto fopt = MakeSgd(weight_params, s.finetune().lr(), s);
+      int64_t fstep = 0;
+      const int64_t ftotal = fsampler.BatchesPerEpoch() * ft_epochs;
+      const double ratio =
+          budget > 0 ? plan.cost_model.Exact(derived.weight_bits, derived.activation_bits) / budget : 0.0;
+      for (int e = 1; e <= ft_epochs; ++e) {
+        ProgressEvent ev;
+        ev.phase = "finetune";
+        ev.epoch = e;
+        ev.epochs = ft_epochs;
+        ev.expected_ratio = ev.argmax_ratio = ratio;
+        ev.feasible = ratio <= 1.0;
+        ev.elapsed_seconds = Seconds(t_job);
+        TrainWeightsEpoch(net, data.train, fsampler, fopt, s.finetune().lr(), &fstep, ftotal, nullptr, ev, options);
+      }
+    }
+    add_phase_time("finetune", Seconds(t0));
+    return absl::OkStatus();
+  };
+
   if (uniform) {
     for (auto l : net->searchable_layers()) l->Pin(0, 0);
-    // Same total epochs as a search, or (from_init) the same fine-tune schedule as a search's.
+    // Same total epochs as a search, or (from_init) exactly a search's fine-tune.
     const bool ft_only = s.finetune().from_init();
-    const int epochs = ft_only ? int(s.finetune().epochs())
-                               : int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs());
+    if (ft_only) {
+      DerivedConfig d;
+      for (auto l : net->searchable_layers()) {
+        d.weight_index.push_back(0);
+        d.activation_index.push_back(0);
+        d.weight_bits.push_back(l->weight_bits()[0]);
+        d.activation_bits.push_back(l->activation_bits()[0]);
+      }
+      BPNAS_RETURN_IF_ERROR(finetune(d));
+    }
+    const int epochs = ft_only ? 0 : int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs());
     const double base_lr = ft_only ? s.finetune().lr() : sp.weight_lr();
     BatchSampler sampler(all_idx, int(ft_only ? s.finetune().batch_size() : sp.batch_size()), s.seed() + 1);
     auto opt = MakeSgd(weight_params, base_lr, s);
@@ -375,7 +418,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
       }
       TrainWeightsEpoch(net, data.train, sampler, opt, base_lr, &global, total, nullptr, ev, options);
     }
-    add_phase_time("train", Seconds(t0));
+    if (!ft_only) add_phase_time("train", Seconds(t0));
   } else {
     SetFeasibleStart(net, plan.cost_model, budget, sp.start_ratio());
     int64_t global = 0;
@@ -512,28 +555,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     result.set_repair_note(note);
     PinAll(net, derived);
 
-    // Fine-tune the fixed network on the whole training set.
-    t0 = Clock::now();
-    const int ft_epochs = int(s.finetune().epochs());
-    if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
-    if (ft_epochs > 0) {
-      BatchSampler fsampler(all_idx, int(s.finetune().batch_size()), s.seed() + 3);
-      auto fopt = MakeSgd(weight_params, s.finetune().lr(), s);
-      int64_t fstep = 0;
-      const int64_t ftotal = fsampler.BatchesPerEpoch() * ft_epochs;
-      const double ratio = plan.cost_model.Exact(derived.weight_bits, derived.activation_bits) / budget;
-      for (int e = 1; e <= ft_epochs; ++e) {
-        ProgressEvent ev;
-        ev.phase = "finetune";
-        ev.epoch = e;
-        ev.epochs = ft_epochs;
-        ev.expected_ratio = ev.argmax_ratio = ratio;
-        ev.feasible = ratio <= 1.0;
-        ev.elapsed_seconds = Seconds(t_job);
-        TrainWeightsEpoch(net, data.train, fsampler, fopt, s.finetune().lr(), &fstep, ftotal, nullptr, ev, options);
-      }
-    }
-    add_phase_time("finetune", Seconds(t0));
+    BPNAS_RETURN_IF_ERROR(finetune(derived));
   }
 
   // Evaluate.
