@@ -41,6 +41,8 @@ def parse_args():
     p.add_argument("--size-bits", default="3,4", help="model-size budgets as uniform-equivalent bits")
     p.add_argument("--gammas", default="0.01,0.03,0.1,0.3,1", help="linear-penalty gammas tried on the calibration budget")
     p.add_argument("--calibrate-bits", type=float, default=4.0, help="budget (bits) on which gamma is chosen")
+    p.add_argument("--methods", default="bpnas,uniform,linear", help="which methods to run")
+    p.add_argument("--extra", default="{}", help="JSON merged into every spec's \"search\" (experiments)")
     p.add_argument("--quick", action="store_true", help="a few-minute version on a subset (CI)")
     p.add_argument("--no-plots", action="store_true")
     a = p.parse_args()
@@ -69,7 +71,8 @@ def main():
         "model": {"name": "resnet20", "width_multiplier": a.width},
         "dataset": {"kind": "fashion-mnist", "path": a.data, "train_limit": a.train_limit,
                     "test_limit": a.test_limit},
-        "search": {"warmup_epochs": a.warmup_epochs, "epochs": a.search_epochs, "batch_size": 128},
+        "search": dict({"warmup_epochs": a.warmup_epochs, "epochs": a.search_epochs, "batch_size": 128},
+                       **json.loads(a.extra)),
         "finetune": {"epochs": a.finetune_epochs, "lr": 0.02},
         "seed": 1,
     }
@@ -132,9 +135,10 @@ def main():
 
     # 2. Gamma for the linear penalty, once per metric, on the calibration budget: the gamma whose
     #    derived network uses the most of the budget without exceeding it (closest to it otherwise).
+    methods = set(a.methods.split(","))
     chosen_gamma = {}
     calibration = []
-    for metric in sorted({m for m, _ in budgets}):
+    for metric in (sorted({m for m, _ in budgets}) if "linear" in methods else []):
         best = None
         for g in gammas:
             r = search(f"calib-{metric.lower()}-g{g}", "LINEAR_PENALTY", metric, a.calibrate_bits, gamma=g,
@@ -154,13 +158,19 @@ def main():
         budget = None
         r_a = search(f"{metric.lower()}-b{bits}-bpnas", "BPNAS", metric, bits)
         budget = r_a["budget"]
+        if "uniform" not in methods:
+            costs = {}
         fitting = [b for b, c in costs.items() if c <= budget * (1 + 1e-9)]
         r_b = None
         if fitting:
             ub = max(fitting)
             r_b = search(f"{metric.lower()}-b{bits}-uniform{ub}", "UNIFORM", metric, bits, uniform_bits=ub)
-        r_c = search(f"{metric.lower()}-b{bits}-linear", "LINEAR_PENALTY", metric, bits, gamma=chosen_gamma[metric])
-        rows.append({"metric": metric, "bits": bits, "budget": budget, "bpnas": r_a, "uniform": r_b, "linear": r_c})
+        r_c = None
+        if "linear" in methods:
+            r_c = search(f"{metric.lower()}-b{bits}-linear", "LINEAR_PENALTY", metric, bits,
+                         gamma=chosen_gamma[metric])
+        rows.append({"metric": metric, "bits": bits, "budget": budget, "bpnas": r_a, "uniform": r_b, "linear": r_c,
+                     "uniform_fits": bool(fitting) if "uniform" in methods else None})
 
     summary = {"args": vars(a), "pretrain": pre, "gamma": chosen_gamma, "calibration": calibration,
                "rows": rows, "total_seconds": time.time() - t_start}
@@ -186,7 +196,8 @@ def render_table(s):
         for key, label in (("bpnas", "BP-NAS"), ("uniform", "uniform"), ("linear", "linear penalty")):
             r = row[key]
             if r is None:
-                lines.append(f"| {row['metric']} | {row['bits']:g} | {label} | none fits | | | | | | |")
+                why = "no uniform bitwidth fits" if key == "uniform" and row.get("uniform_fits") is False else "not run"
+                lines.append(f"| {row['metric']} | {row['bits']:g} | {label} | {why} | | | | | | |")
                 continue
             ps = r["phase_seconds"]
             search = ps.get("warmup", 0) + ps.get("search", 0)
@@ -216,7 +227,7 @@ def plot(s, out):
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, label, marker in (("bpnas", "BP-NAS", "o"), ("uniform", "uniform", "s"),
                                    ("linear", "linear penalty", "^")):
-            pts = [(r[key]["cost"], r[key]["test_accuracy"]) for r in s["rows"] if r["metric"] == metric and r[key]]
+            pts = [(r[key]["cost"], r[key]["test_accuracy"]) for r in s["rows"] if r["metric"] == metric and r.get(key)]
             if pts:
                 pts.sort()
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
@@ -235,6 +246,8 @@ def plot(s, out):
     fig, axes = plt.subplots(1, len(picks), figsize=(6 * len(picks), 4), squeeze=False)
     for ax, row in zip(axes[0], picks):
         for key, label in (("bpnas", "BP-NAS"), ("linear", "linear penalty")):
+            if not row.get(key):
+                continue
             trace = os.path.join(out, row[key]["name"] + ".trace.jsonl")
             pts = []
             with open(trace) as f:
