@@ -39,7 +39,7 @@ def parse_args():
     p.add_argument("--bitops-bits", default="2.5,3,4,5,6",
                    help="BitOPs budgets as uniform-equivalent bits (the cost of the uniform b-bit network)")
     p.add_argument("--size-bits", default="3,4", help="model-size budgets as uniform-equivalent bits")
-    p.add_argument("--gammas", default="0.01,0.03,0.1,0.3,1", help="linear-penalty gammas tried on the calibration budget")
+    p.add_argument("--gammas", default="0.03,0.1,0.3", help="linear-penalty gammas tried on the calibration budget")
     p.add_argument("--calibrate-bits", type=float, default=4.0, help="budget (bits) on which gamma is chosen")
     p.add_argument("--methods", default="bpnas,uniform,linear", help="which methods to run")
     p.add_argument("--extra", default="{}", help="JSON merged into every spec's \"search\" (experiments)")
