@@ -41,6 +41,7 @@ def parse_args():
     p.add_argument("--size-bits", default="3,4", help="model-size budgets as uniform-equivalent bits")
     p.add_argument("--gammas", default="0.03,0.1,0.3", help="linear-penalty gammas tried on the calibration budget")
     p.add_argument("--calibrate-bits", type=float, default=4.0, help="budget (bits) on which gamma is chosen")
+    p.add_argument("--seed", type=int, default=1, help="seed of every run (data order, initialisation)")
     p.add_argument("--methods", default="bpnas,uniform,linear", help="which methods to run")
     p.add_argument("--extra", default="{}", help="JSON merged into every spec's \"search\" (experiments)")
     p.add_argument("--quick", action="store_true", help="a few-minute version on a subset (CI)")
@@ -74,7 +75,7 @@ def main():
         "search": dict({"warmup_epochs": a.warmup_epochs, "epochs": a.search_epochs, "batch_size": 128},
                        **json.loads(a.extra)),
         "finetune": {"epochs": a.finetune_epochs, "lr": 0.02},
-        "seed": 1,
+        "seed": a.seed,
     }
 
     def write_spec(name, **patch):
