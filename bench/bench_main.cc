@@ -33,6 +33,7 @@
 
 #include "common/memory.h"
 #include "worker/engine/barrier.h"
+#include "worker/engine/data.h"
 #include "worker/engine/quant_ops.h"
 #include "worker/engine/search.h"
 
@@ -107,6 +108,18 @@ void ArchStep(Fixture& f) {
   f.aopt->step();
 }
 
+
+// Reading the whole Fashion-MNIST package (60k + 10k images, gzip IDX) into tensors.
+void BM_LoadFashionMnist(benchmark::State& st) {
+  for (auto _ : st) {
+    auto splits = LoadMnistFolder(kDefaultFashionMnistDir);
+    if (!splits.ok()) {
+      st.SkipWithError(std::string(splits.status().message()).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(splits->train.images.data_ptr());
+  }
+}
 
 // Micro: one layer's activation mixture (K = 4) forward + backward vs its 3x3 convolution,
 // on the stage-1 activation shape of resnet20 width 1.
@@ -209,6 +222,7 @@ int main(int argc, char** argv) {
     bpnas::ConfigureTorchForTraining(spec);  // the same settings as a search
   }
   using namespace bpnas;
+  benchmark::RegisterBenchmark("load_fashion_mnist", BM_LoadFashionMnist)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_conv3x3_fwd_bwd", BM_ConvLayer)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_act_mixture_fwd_bwd", BM_ActMixtureLayer)
       ->Arg(0)->Arg(1)->ArgName("prob_grad")->Unit(benchmark::kMillisecond);

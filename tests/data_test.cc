@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <zlib.h>
 
-#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -273,13 +272,9 @@ TEST(MnistFolder, ReadsTheRealFashionMnistPackage) {
   if (!fs::is_directory(kFashionMnistDir)) {
     GTEST_SKIP() << kFashionMnistDir << " missing (Debian package dataset-fashion-mnist)";
   }
-  const auto start = std::chrono::steady_clock::now();
+  // Loading speed is measured by bpnas-bench (load_fashion_mnist), not asserted here.
   auto splits = LoadMnistFolder(kFashionMnistDir);
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(splits.ok()) << splits.status();
-  RecordProperty("load_seconds", absl::StrCat(seconds));
-  EXPECT_LT(seconds, 5.0) << "loading Fashion-MNIST took " << seconds << " s";
 
   for (const Dataset* split : {&splits->train, &splits->test}) {
     const int64_t n = split == &splits->train ? 60000 : 10000;
