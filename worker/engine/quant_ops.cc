@@ -4,7 +4,6 @@
 #include <torch/autograd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -55,13 +54,13 @@ int64_t NumChunks(int64_t n) { return std::max<int64_t>(1, (n + kGrain - 1) / kG
 #define BPNAS_VECTOR_CLONES
 #endif
 
-// out[0..m) = sum_j p_j Q_j(x); returns sum of x over the block (for the running mean).
+// out[0..m) = sum_j p_j Q_j(x); returns the sum of max(x, 0) over the block (for the running mean).
 BPNAS_VECTOR_CLONES
 float ActForwardBlock(const float* x, float* out, int m, float clip, const Levels& lv) {
   float v[kBlock];
   float sum = 0.0f;
   for (int e = 0; e < m; ++e) {
-    sum += std::max(x[e], 0.0f);  // the mean of relu(x): a preceding ReLU may have been elided
+    sum += std::max(x[e], 0.0f);  // the running mean is of the clamped-below activation
     v[e] = std::min(std::max(x[e], 0.0f), clip);
     out[e] = 0.0f;
   }
@@ -108,7 +107,7 @@ void ActProbGradBlock(const float* x, const float* g, int m, float clip, const L
   }
 }
 
-// Returns the sum of x (double, accumulated per chunk in a fixed order: deterministic). With `mask`,
+// Returns the sum of max(x, 0) (double, accumulated per chunk in a fixed order: deterministic). With `mask`,
 // also writes the straight-through mask (the backward then reads 1 byte per element, not 4).
 double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, float clip, const Levels& lv) {
   const int64_t chunks = NumChunks(n);
@@ -199,12 +198,6 @@ double& LastInputMean() {
   return mean;
 }
 
-std::atomic<bool>& MaskedBackwardFlag() {
-  static std::atomic<bool> flag{true};
-  return flag;
-}
-bool MaskedBackwardEnabled() { return MaskedBackwardFlag().load(std::memory_order_relaxed); }
-
 template <bool kWeights>
 class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeights>> {
  public:
@@ -220,19 +213,14 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
       WeightForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(), xc.numel(), float(clip), lv);
     } else {
       // Without probability gradients (weight steps, fine-tune) backward needs only the mask.
-      const bool masked = MaskedBackwardEnabled() && !probs.requires_grad() && x.requires_grad();
+      const bool masked = !probs.requires_grad() && x.requires_grad();
       torch::Tensor mask;
       if (masked) mask = torch::empty(xc.sizes(), xc.options().dtype(torch::kUInt8));
       const double sum = ActForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(),
                                           masked ? mask.data_ptr<uint8_t>() : nullptr, xc.numel(), float(clip), lv);
       LastInputMean() = xc.numel() > 0 ? sum / double(xc.numel()) : 0.0;
       ctx->saved_data["masked"] = masked;
-      if (masked) {
-        ctx->save_for_backward({mask, probs});
-        ctx->saved_data["bits"] = bits;
-        ctx->saved_data["clip"] = clip;
-        return out;
-      }
+      if (masked) xc = mask;  // backward then needs only the mask
     }
     ctx->save_for_backward({xc, probs});
     ctx->saved_data["bits"] = bits;
@@ -283,8 +271,6 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
 std::vector<int64_t> ToInt64(const std::vector<int>& bits) { return {bits.begin(), bits.end()}; }
 
 }  // namespace
-
-void SetMaskedActivationBackward(bool on) { MaskedBackwardFlag().store(on); }
 
 double WeightStep(int bits, double clip) { return clip / double((1 << (bits - 1)) - 1); }
 double ActivationStep(int bits, double clip) { return clip / double((1 << bits) - 1); }

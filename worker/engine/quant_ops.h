@@ -35,13 +35,10 @@ double WeightClip(const torch::Tensor& w, double k_w);
 // Fused mixtures (autograd-aware: gradients to x and to probs).
 torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs,
                             const std::vector<int>& bits, double clip);
-// If `input_mean` is set, it receives mean(max(x, 0)), computed in the same pass.
+// If `input_mean` is set, it receives mean(max(x, 0)), computed in the same pass. When the
+// probabilities need no gradient, backward keeps a one-byte mask per element instead of x.
 torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs,
                                 const std::vector<int>& bits, double clip, double* input_mean = nullptr);
-
-// When the probabilities need no gradient, the activation mixture saves a one-byte mask for
-// backward instead of the input (default on; the switch exists for benchmarks).
-void SetMaskedActivationBackward(bool on);
 
 // The same mixtures as K separate torch expressions with STE (the naive composite layer).
 torch::Tensor WeightMixtureReference(const torch::Tensor& w, const torch::Tensor& probs,

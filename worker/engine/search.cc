@@ -149,6 +149,25 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
   if (sample_rng != nullptr) UnpinAll(net);
 }
 
+// Trains weights only for `epochs` epochs over `indices` of `train` (SGD, cosine from `lr`, a
+// sampler seeded with `sampler_seed`). `event` carries the phase and cost ratios to report;
+// elapsed times count from `since`.
+void TrainWeightsEpochs(Supernet& net, const JobSpec& s, const Dataset& train, const torch::Tensor& indices,
+                        int batch_size, uint64_t sampler_seed, int epochs, double lr, ProgressEvent event,
+                        Clock::time_point since, const RunOptions& options) {
+  if (epochs <= 0) return;
+  BatchSampler sampler(indices, batch_size, sampler_seed);
+  auto opt = MakeSgd(net->WeightParameters(), lr, s);
+  int64_t step = 0;
+  const int64_t total = sampler.BatchesPerEpoch() * epochs;
+  event.epochs = epochs;
+  for (int e = 1; e <= epochs; ++e) {
+    event.epoch = e;
+    event.elapsed_seconds = Seconds(since);
+    TrainWeightsEpoch(net, train, sampler, opt, lr, &step, total, nullptr, event, options);
+  }
+}
+
 }  // namespace
 
 void ConfigureTorchForTraining(const JobSpec& s) {
@@ -295,21 +314,10 @@ double Evaluate(Supernet& net, const Dataset& data, int batch_size) {
 
 void TrainWeightsOnly(Supernet& net, const JobSpec& s, const Dataset& train, int epochs, double lr,
                       const std::string& phase, const RunOptions& options) {
-  std::vector<int64_t> all(train.size());
-  for (int64_t i = 0; i < train.size(); ++i) all[i] = i;
-  BatchSampler sampler(torch::tensor(all), int(s.finetune().batch_size()), s.seed() + 3);
-  auto opt = MakeSgd(net->WeightParameters(), lr, s);
-  int64_t step = 0;
-  const int64_t total = sampler.BatchesPerEpoch() * epochs;
-  auto t0 = Clock::now();
-  for (int e = 1; e <= epochs; ++e) {
-    ProgressEvent ev;
-    ev.phase = phase;
-    ev.epoch = e;
-    ev.epochs = epochs;
-    ev.elapsed_seconds = Seconds(t0);
-    TrainWeightsEpoch(net, train, sampler, opt, lr, &step, total, nullptr, ev, options);
-  }
+  ProgressEvent event;
+  event.phase = phase;
+  TrainWeightsEpochs(net, s, train, torch::arange(train.size(), torch::kLong), int(s.finetune().batch_size()),
+                     s.seed() + 3, epochs, lr, event, Clock::now(), options);
 }
 
 namespace {
@@ -361,35 +369,22 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   // here with the same sampler seed, so equal configurations get equal fine-tunes.
   auto finetune = [&](const DerivedConfig& derived) -> absl::Status {
     auto t0 = Clock::now();
-    const int ft_epochs = int(s.finetune().epochs());
     if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
-    if (ft_epochs > 0) {
-      BatchSampler fsampler(all_idx, int(s.finetune().batch_size()), s.seed() + 3);
-      auto fopt = MakeSgd(weight_params, s.finetune().lr(), s);
-      int64_t fstep = 0;
-      const int64_t ftotal = fsampler.BatchesPerEpoch() * ft_epochs;
-      const double ratio =
-          budget > 0 ? plan.cost_model.Exact(derived.weight_bits, derived.activation_bits) / budget : 0.0;
-      for (int e = 1; e <= ft_epochs; ++e) {
-        ProgressEvent ev;
-        ev.phase = "finetune";
-        ev.epoch = e;
-        ev.epochs = ft_epochs;
-        ev.expected_ratio = ev.argmax_ratio = ratio;
-        ev.feasible = ratio <= 1.0;
-        ev.elapsed_seconds = Seconds(t_job);
-        TrainWeightsEpoch(net, data.train, fsampler, fopt, s.finetune().lr(), &fstep, ftotal, nullptr, ev, options);
-      }
-    }
+    ProgressEvent event;
+    event.phase = "finetune";
+    event.expected_ratio = event.argmax_ratio =
+        budget > 0 ? plan.cost_model.Exact(derived.weight_bits, derived.activation_bits) / budget : 0.0;
+    event.feasible = event.expected_ratio <= 1.0;
+    TrainWeightsEpochs(net, s, data.train, all_idx, int(s.finetune().batch_size()), s.seed() + 3,
+                       int(s.finetune().epochs()), s.finetune().lr(), event, t_job, options);
     add_phase_time("finetune", Seconds(t0));
     return absl::OkStatus();
   };
 
   if (uniform) {
     for (auto l : net->searchable_layers()) l->Pin(0, 0);
-    // Same total epochs as a search, or (from_init) exactly a search's fine-tune.
-    const bool ft_only = s.finetune().from_init();
-    if (ft_only) {
+    if (s.finetune().from_init()) {
+      // Exactly a search's fine-tune, from the same starting weights.
       DerivedConfig d;
       for (auto l : net->searchable_layers()) {
         d.weight_index.push_back(0);
@@ -398,27 +393,20 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         d.activation_bits.push_back(l->activation_bits()[0]);
       }
       BPNAS_RETURN_IF_ERROR(finetune(d));
-    }
-    const int epochs = ft_only ? 0 : int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs());
-    const double base_lr = ft_only ? s.finetune().lr() : sp.weight_lr();
-    BatchSampler sampler(all_idx, int(ft_only ? s.finetune().batch_size() : sp.batch_size()), s.seed() + 1);
-    auto opt = MakeSgd(weight_params, base_lr, s);
-    int64_t global = 0;
-    const int64_t total = sampler.BatchesPerEpoch() * epochs;
-    auto t0 = Clock::now();
-    for (int e = 1; e <= epochs; ++e) {
-      ProgressEvent ev;
-      ev.phase = "train";
-      ev.epoch = e;
-      ev.epochs = epochs;
-      ev.elapsed_seconds = Seconds(t_job);
+    } else {
+      // Same total epochs as a search.
+      auto t0 = Clock::now();
+      ProgressEvent event;
+      event.phase = "train";
       if (plan.has_budget) {
-        ev.expected_ratio = ev.argmax_ratio = plan.min_cost / budget;
-        ev.feasible = plan.min_cost <= budget;
+        event.expected_ratio = event.argmax_ratio = plan.min_cost / budget;
+        event.feasible = plan.min_cost <= budget;
       }
-      TrainWeightsEpoch(net, data.train, sampler, opt, base_lr, &global, total, nullptr, ev, options);
+      TrainWeightsEpochs(net, s, data.train, all_idx, int(sp.batch_size()), s.seed() + 1,
+                         int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs()), sp.weight_lr(), event,
+                         t_job, options);
+      add_phase_time("train", Seconds(t0));
     }
-    if (!ft_only) add_phase_time("train", Seconds(t0));
   } else {
     SetFeasibleStart(net, plan.cost_model, budget, sp.start_ratio());
     int64_t global = 0;

@@ -156,24 +156,10 @@ SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options)
     module_index_.push_back(module);
   }
   last_use_.assign(graph_.nodes.size(), -1);
-  std::vector<bool> only_quantized_readers(graph_.nodes.size(), true);
-  std::vector<int> readers(graph_.nodes.size(), 0);
   for (size_t i = 0; i < input_index_.size(); ++i) {
-    const bool quantized = graph_.nodes[i].op == NodeOp::kConv2d || graph_.nodes[i].op == NodeOp::kLinear;
     for (int in : input_index_[i]) {
-      if (in < 0) continue;
-      last_use_[in] = int(i);
-      ++readers[in];
-      if (!quantized) only_quantized_readers[in] = false;
+      if (in >= 0) last_use_[in] = int(i);
     }
-  }
-  // A ReLU read only by quantized layers is redundant: their activation quantizer clamps at 0 and
-  // its straight-through gradient is zero below 0, exactly as the ReLU's. Skipping it saves a
-  // read-write pass over the tensor forward and backward. (The artifact keeps the ReLU node.)
-  relu_elided_.assign(graph_.nodes.size(), false);
-  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
-    relu_elided_[i] = options.quantize && options.fused && options.elide_relu && graph_.nodes[i].op == NodeOp::kRelu &&
-                      readers[i] > 0 && only_quantized_readers[i];
   }
 }
 
@@ -203,7 +189,7 @@ torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
         out[i] = bns_[module_index_[i]]->forward(in(i, 0));
         break;
       case NodeOp::kRelu:
-        out[i] = relu_elided_[i] ? in(i, 0) : torch::relu(in(i, 0));
+        out[i] = torch::relu(in(i, 0));
         break;
       case NodeOp::kAdd:
         out[i] = in(i, 0) + in(i, 1);
@@ -237,13 +223,17 @@ std::vector<torch::Tensor> SupernetImpl::ArchitectureParameters() const {
   return params;
 }
 
+bool SupernetImpl::IsArchitectureParameterName(const std::string& name) {
+  auto ends_with = [&](const std::string& suffix) {
+    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".alpha") || ends_with(".beta");
+}
+
 std::vector<torch::Tensor> SupernetImpl::WeightParameters() const {
   std::vector<torch::Tensor> params;
   for (const auto& item : named_parameters(/*recurse=*/true)) {
-    const std::string& key = item.key();
-    const bool is_arch = key.size() >= 6 && (key.compare(key.size() - 6, 6, ".alpha") == 0 ||
-                                             key.compare(key.size() - 5, 5, ".beta") == 0);
-    if (!is_arch) params.push_back(item.value());
+    if (!IsArchitectureParameterName(item.key())) params.push_back(item.value());
   }
   return params;
 }

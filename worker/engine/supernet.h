@@ -32,9 +32,6 @@ struct QuantOptions {
   double activation_ema = 0.1;  // weight of the new batch mean in the running mean
   bool fused = true;            // false: the naive per-branch expressions (bench reference)
   bool quantize = true;         // false: plain FP32 layers (bench baseline)
-  // Skip ReLUs read only by quantizers (exact: the quantizer clamps at 0). Off: measured 1.4x
-  // slower steps with it on (bpnas-bench, fixed 4-bit step vs FP32: 2.0x vs 1.43x).
-  bool elide_relu = false;
 };
 
 class MixedPrecisionLayerImpl : public torch::nn::Module {
@@ -94,6 +91,8 @@ class SupernetImpl : public torch::nn::Module {
   // Architecture logits (alpha, beta of every searchable layer) and everything else.
   std::vector<torch::Tensor> ArchitectureParameters() const;
   std::vector<torch::Tensor> WeightParameters() const;
+  // True for the full name (as named_parameters() gives it) of an architecture logit.
+  static bool IsArchitectureParameterName(const std::string& name);
 
  private:
   ModelGraph graph_;
@@ -104,7 +103,6 @@ class SupernetImpl : public torch::nn::Module {
   std::vector<torch::nn::BatchNorm2d> bns_;
   std::vector<std::vector<int>> input_index_;  // per node: indices of input nodes (-1 = input)
   std::vector<int> last_use_;                  // per node: the last node that reads its output
-  std::vector<bool> relu_elided_;              // per node: a ReLU the next quantizer makes redundant
 };
 TORCH_MODULE(Supernet);
 

@@ -8,22 +8,11 @@
 #include "absl/strings/str_cat.h"
 
 namespace bpnas {
-namespace {
-
-bool IsArchitectureLogit(const std::string& name) {
-  auto ends_with = [&](const std::string& suffix) {
-    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  return ends_with(".alpha") || ends_with(".beta");
-}
-
-}  // namespace
-
 absl::Status SaveWeights(const Supernet& net, const std::string& path) {
   try {
     torch::serialize::OutputArchive archive;
     for (const auto& p : net->named_parameters()) {
-      if (!IsArchitectureLogit(p.key())) archive.write(p.key(), p.value().detach());
+      if (!SupernetImpl::IsArchitectureParameterName(p.key())) archive.write(p.key(), p.value().detach());
     }
     for (const auto& b : net->named_buffers()) archive.write(b.key(), b.value(), /*is_buffer=*/true);
     const std::string tmp = path + ".tmp";
@@ -61,7 +50,7 @@ absl::Status LoadWeights(Supernet& net, const std::string& path) {
     return absl::OkStatus();
   };
   for (auto& p : net->named_parameters()) {
-    if (IsArchitectureLogit(p.key())) continue;
+    if (SupernetImpl::IsArchitectureParameterName(p.key())) continue;
     absl::Status s = load(p.key(), p.value(), false);
     if (!s.ok()) return s;
   }
