@@ -1,0 +1,10 @@
+# Writes OUT: a C++ table of every migration file in FILES (sorted), name -> SQL text.
+set(body "// Generated from migrations/*.sql; do not edit.\n#include \"server/migrations.h\"\n\nnamespace bpnas {\nconst std::vector<Migration>& EmbeddedMigrations() {\n  static const std::vector<Migration> kMigrations = {\n")
+foreach(f ${FILES})
+  get_filename_component(name ${f} NAME_WE)
+  file(READ ${f} sql)
+  set(body "${body}    {\"${name}\", R\"bpnas_sql(${sql})bpnas_sql\"},\n")
+endforeach()
+set(body "${body}  };\n  return kMigrations;\n}\n}  // namespace bpnas\n")
+file(WRITE ${OUT}.tmp "${body}")
+file(COPY_FILE ${OUT}.tmp ${OUT} ONLY_IF_DIFFERENT)
