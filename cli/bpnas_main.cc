@@ -3,6 +3,7 @@
 //   bpnas cost   --spec F [--json]             price the model; no training
 //   bpnas search --spec F --out M.bpq [--json]  one search in this process
 //   bpnas eval   M.bpq --data DIR [--json]      accuracy from the artifact alone
+//   bpnas up / submit / status / list / watch / cancel / fetch   the service (cli/client_commands.h)
 //
 // Exit codes: 0 success; 2 the input must be fixed (bad spec, missing or corrupt file, infeasible
 // budget); 1 anything else.
@@ -21,6 +22,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "cli/cli_util.h"
+#include "cli/client_commands.h"
 #include "cli/progress.h"
 #include "common/memory.h"
 #include "common/status.h"
@@ -48,71 +51,22 @@ constexpr char kUsage[] =
     "  pretrain --spec FILE --out WEIGHTS.pt [--epochs N] [--lr X] [--json]\n"
     "                                            train the unquantized network (a shared starting point\n"
     "                                            for searches and baselines: spec field init_weights)\n"
+    "\n"
+    "service commands (a coordinator: --server HOST:PORT or BPNAS_SERVER, default 127.0.0.1:50051):\n"
+    "  up [--workers N] [--state DIR] [--db DSN] [--listen ADDR] [--http ADDR] [--threads T]\n"
+    "                                            private PostgreSQL + coordinator + N workers; Ctrl-C stops\n"
+    "  submit SPEC.json [--wait] [--json] [--request-id ID]   queue a search; prints the job id\n"
+    "  status JOB [--json]                       state, progress, result\n"
+    "  list [--state S] [--limit N] [--json]     jobs, newest first\n"
+    "  watch JOB [--json]                        live progress until the job ends\n"
+    "  cancel JOB [--json]                       stop a queued or running job\n"
+    "  fetch JOB -o MODEL.bpq [--json]           download the model (sha256 verified)\n"
+    "\n"
     "  help                                      this text\n"
     "\n"
     "Spec files are the JSON form of bpnas.v1.JobSpec (see examples/).\n"
     "Exit codes: 0 ok, 2 bad input (spec, file, budget), 1 other failure.\n";
 
-struct Args {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> options;  // --name value
-  std::set<std::string> flags;                 // --name
-};
-
-absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first, const std::set<std::string>& with_value,
-                               const std::set<std::string>& flags) {
-  Args a;
-  for (int i = first; i < argc; ++i) {
-    std::string s = argv[i];
-    if (s.rfind("--", 0) == 0) {
-      std::string name = s.substr(2), value;
-      const auto eq = name.find('=');
-      bool has_inline = eq != std::string::npos;
-      if (has_inline) {
-        value = name.substr(eq + 1);
-        name = name.substr(0, eq);
-      }
-      if (flags.count(name) && !has_inline) {
-        a.flags.insert(name);
-      } else if (with_value.count(name)) {
-        if (!has_inline) {
-          if (i + 1 >= argc) return absl::InvalidArgumentError(absl::StrCat("--", name, " needs a value"));
-          value = argv[++i];
-        }
-        a.options[name] = value;
-      } else {
-        return absl::InvalidArgumentError(absl::StrCat("unknown option --", name));
-      }
-    } else {
-      a.positional.push_back(s);
-    }
-  }
-  return a;
-}
-
-std::string ToJson(const google::protobuf::Message& m) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions o;
-  o.add_whitespace = true;
-  o.always_print_primitive_fields = true;
-  o.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
-  return out;
-}
-
-int Fail(const absl::Status& s) {
-  std::fprintf(stderr, "bpnas: %s\n", std::string(s.message()).c_str());
-  return ExitCodeFor(s);
-}
-
-std::string Human(double v) {
-  char buf[64];
-  if (v >= 1e9) std::snprintf(buf, sizeof(buf), "%.3fG", v / 1e9);
-  else if (v >= 1e6) std::snprintf(buf, sizeof(buf), "%.3fM", v / 1e6);
-  else if (v >= 1e3) std::snprintf(buf, sizeof(buf), "%.3fk", v / 1e3);
-  else std::snprintf(buf, sizeof(buf), "%.0f", v);
-  return buf;
-}
 
 int CmdCost(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, {"spec"}, {"json", "help"});
@@ -393,6 +347,13 @@ int main(int argc, char** argv) {
   if (cmd == "search") return bpnas::CmdSearch(argc, argv);
   if (cmd == "eval") return bpnas::CmdEval(argc, argv);
   if (cmd == "pretrain") return bpnas::CmdPretrain(argc, argv);
+  if (cmd == "submit") return bpnas::CmdSubmit(argc, argv);
+  if (cmd == "status") return bpnas::CmdStatus(argc, argv);
+  if (cmd == "list") return bpnas::CmdList(argc, argv);
+  if (cmd == "watch") return bpnas::CmdWatch(argc, argv);
+  if (cmd == "cancel") return bpnas::CmdCancel(argc, argv);
+  if (cmd == "fetch") return bpnas::CmdFetch(argc, argv);
+  if (cmd == "up") return bpnas::CmdUp(argc, argv);
   if (cmd == "help" || cmd == "--help" || cmd == "-h") {
     std::fputs(bpnas::kUsage, stdout);
     return 0;

@@ -26,14 +26,17 @@ void ProgressPrinter::operator()(const ProgressEvent& ev) {
     bar.resize(width, '.');
     std::fprintf(out_, "\r\033[K%s [%s] %3.0f%% %s %.0f/s %.0fs", head, bar.c_str(), frac * 100, detail,
                  ev.samples_per_second, ev.elapsed_seconds);
+    if (ev.eta_seconds >= 0) std::fprintf(out_, " ETA %.0fs", ev.eta_seconds);
     line_open_ = true;
     if (ev.epoch_end) {
       std::fputc('\n', out_);
       line_open_ = false;
     }
   } else {
-    std::fprintf(out_, "%s step %lld/%lld %s %.0f samples/s %.0fs\n", head, (long long)ev.step,
+    std::fprintf(out_, "%s step %lld/%lld %s %.0f samples/s %.0fs", head, (long long)ev.step,
                  (long long)ev.steps, detail, ev.samples_per_second, ev.elapsed_seconds);
+    if (ev.eta_seconds >= 0) std::fprintf(out_, " ETA %.0fs", ev.eta_seconds);
+    std::fputc('\n', out_);
   }
   std::fflush(out_);
 }

@@ -2,7 +2,9 @@
 
 #include <array>
 #include <cstdint>
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 namespace bpnas {
 namespace {
@@ -45,24 +47,50 @@ void CompressBlock(const uint8_t* block, std::array<uint32_t, 8>& h) {
 
 }  // namespace
 
-std::string Sha256Hex(std::string_view data) {
-  std::array<uint32_t, 8> h = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                               0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+Sha256::Sha256()
+    : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+
+void Sha256::Update(std::string_view data) {
   const auto* bytes = reinterpret_cast<const uint8_t*>(data.data());
-  size_t full = data.size() / 64;
-  for (size_t i = 0; i < full; ++i) CompressBlock(bytes + 64 * i, h);
+  size_t n = data.size();
+  total_bytes_ += n;
+  if (buffered_ > 0) {
+    const size_t take = std::min(n, 64 - buffered_);
+    std::memcpy(buffer_ + buffered_, bytes, take);
+    buffered_ += take;
+    bytes += take;
+    n -= take;
+    if (buffered_ < 64) return;
+    CompressBlock(buffer_, h_);
+    buffered_ = 0;
+  }
+  while (n >= 64) {
+    CompressBlock(bytes, h_);
+    bytes += 64;
+    n -= 64;
+  }
+  std::memcpy(buffer_, bytes, n);
+  buffered_ = n;
+}
+
+std::string Sha256::HexDigest() {
   uint8_t tail[128] = {0};
-  size_t rem = data.size() - full * 64;
-  for (size_t i = 0; i < rem; ++i) tail[i] = bytes[full * 64 + i];
-  tail[rem] = 0x80;
-  size_t tail_len = rem + 1 + 8 <= 64 ? 64 : 128;
-  uint64_t bit_len = uint64_t(data.size()) * 8;
+  std::memcpy(tail, buffer_, buffered_);
+  tail[buffered_] = 0x80;
+  const size_t tail_len = buffered_ + 1 + 8 <= 64 ? 64 : 128;
+  const uint64_t bit_len = total_bytes_ * 8;
   for (int i = 0; i < 8; ++i) tail[tail_len - 1 - i] = uint8_t(bit_len >> (8 * i));
-  CompressBlock(tail, h);
-  if (tail_len == 128) CompressBlock(tail + 64, h);
+  CompressBlock(tail, h_);
+  if (tail_len == 128) CompressBlock(tail + 64, h_);
   char hex[65];
-  for (int i = 0; i < 8; ++i) std::snprintf(hex + 8 * i, 9, "%08x", h[i]);
+  for (int i = 0; i < 8; ++i) std::snprintf(hex + 8 * i, 9, "%08x", h_[i]);
   return std::string(hex, 64);
+}
+
+std::string Sha256Hex(std::string_view data) {
+  Sha256 h;
+  h.Update(data);
+  return h.HexDigest();
 }
 
 }  // namespace bpnas

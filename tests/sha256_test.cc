@@ -14,5 +14,16 @@ TEST(Sha256, MatchesFips180Vectors) {
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+TEST(Sha256, IncrementalEqualsOneShotForAnySplit) {
+  std::string data;
+  for (int i = 0; i < 1000; ++i) data.push_back(char(i * 37 + 11));
+  const std::string want = Sha256Hex(data);
+  for (size_t chunk : {1, 7, 63, 64, 65, 200, 999, 1000}) {
+    Sha256 h;
+    for (size_t off = 0; off < data.size(); off += chunk) h.Update(std::string_view(data).substr(off, chunk));
+    EXPECT_EQ(h.HexDigest(), want) << "chunk " << chunk;
+  }
+}
+
 }  // namespace
 }  // namespace bpnas

@@ -128,6 +128,8 @@ absl::StatusOr<QuantizedModel> ExportQuantizedModel(const Supernet& net, const J
   return m;
 }
 
+std::string SerializeModel(const QuantizedModel& model) { return SerializeDeterministic(model); }
+
 absl::Status WriteModelFile(const QuantizedModel& model, const std::string& path) {
   const std::string tmp = path + ".tmp";
   {

@@ -23,6 +23,9 @@ absl::StatusOr<bpnas::v1::QuantizedModel> ExportQuantizedModel(const Supernet& n
 // sha256 of the model serialized deterministically with `checksum` cleared.
 std::string ModelChecksum(const bpnas::v1::QuantizedModel& model);
 
+// The bytes of a `.bpq` file: the model serialized deterministically (what WriteModelFile writes).
+std::string SerializeModel(const bpnas::v1::QuantizedModel& model);
+
 absl::Status WriteModelFile(const bpnas::v1::QuantizedModel& model, const std::string& path);
 // NOT_FOUND if unreadable; DATA_LOSS if it does not parse or its checksum does not match.
 absl::StatusOr<bpnas::v1::QuantizedModel> ReadModelFile(const std::string& path);

@@ -104,6 +104,13 @@ void UnpinAll(Supernet& net) {
   for (auto l : net->searchable_layers()) l->Unpin();
 }
 
+// Thrown between training steps when RunOptions::should_stop says so; RunJob turns it into CANCELLED.
+struct StopRequested {};
+
+void StopIfAsked(const RunOptions& options) {
+  if (options.should_stop && options.should_stop()) throw StopRequested{};
+}
+
 // Trains weights only for one epoch (warm-up, fine-tune, uniform baseline).
 void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sampler,
                        torch::optim::SGD& opt, double base_lr, int64_t* global_step, int64_t total_steps,
@@ -116,6 +123,7 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
   int64_t ce_n = 0, samples = 0;
   auto layers = net->searchable_layers();
   for (int64_t step = 1; step <= steps; ++step) {
+    StopIfAsked(options);
     if (sample_rng != nullptr) {  // sampled warm-up: every branch gets trained
       for (auto l : layers) {
         std::uniform_int_distribution<int> wi(0, int(l->weight_bits().size()) - 1);
@@ -448,6 +456,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
       StepLosses acc;
       int64_t acc_n = 0, samples = 0;
       for (int64_t step = 1; step <= steps_per_epoch; ++step, ++search_step) {
+        StopIfAsked(options);
         const double progress = double(search_step) / double(std::max<int64_t>(1, search_steps - 1));
         const double t = BarrierT(progress, sp.barrier_t_start(), sp.barrier_t_end());
         const double lambda = Prob1Lambda(progress, sp.prob1_start(), sp.prob1_lambda());
@@ -596,6 +605,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const Data
                                                  const RunOptions& options) {
   try {
     return RunJobUnchecked(plan, data, options);
+  } catch (const StopRequested&) {
+    return absl::CancelledError("stopped on request");
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("search failed in LibTorch: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {

@@ -20,37 +20,23 @@
 #include "absl/status/statusor.h"
 #include "bpnas/v1/model.pb.h"
 #include "worker/engine/data.h"
+#include "worker/engine/progress.h"
 #include "worker/engine/spec.h"
 #include "worker/engine/supernet.h"
 
 namespace bpnas {
 
-struct ProgressEvent {
-  std::string phase;  // "warmup", "search", "finetune", "train" (uniform), "evaluate"
-  int epoch = 0;      // 1-based within the phase
-  int epochs = 0;
-  int64_t step = 0;   // 1-based within the epoch
-  int64_t steps = 0;
-  double cross_entropy = 0;
-  double barrier = 0;        // mu * psi (upper + lower band), architecture steps only
-  double prob1 = 0;          // R
-  double prob1_lambda = 0;
-  double barrier_t = 0;
-  double expected_ratio = 0; // E[cost] / budget (0 when there is no budget)
-  double argmax_ratio = 0;   // cost of the argmax network / budget
-  bool feasible = true;      // expected_ratio <= 1
-  double samples_per_second = 0;
-  double elapsed_seconds = 0;
-  bool epoch_end = false;
-};
-using ProgressCallback = std::function<void(const ProgressEvent&)>;
 
 struct RunOptions {
   ProgressCallback progress;  // may be empty
   int report_every = 20;      // steps between progress events
+  // Polled before every training step (may be empty). Once it returns true, RunJob stops at that
+  // step and returns CANCELLED. Must be cheap and thread-safe (e.g. read an atomic flag).
+  std::function<bool()> should_stop;
 };
 
 // Runs the job the plan describes on `data` and returns the finished artifact (result filled in).
+// CANCELLED if options.should_stop asked it to stop.
 absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const DataSplits& data,
                                                  const RunOptions& options);
 

@@ -1,0 +1,139 @@
+// bpnas-server: the coordinator (DESIGN.md §1). Options come from flags here and nowhere else.
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/http_server.h"
+#include "common/status.h"
+#include "server/job_manager.h"
+#include "server/migrations.h"
+#include "server/pg_job_store.h"
+#include "server/progress_writer.h"
+#include "server/search_service.h"
+#include "server/server_metrics.h"
+#include "server/worker_service.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address (SearchService and WorkerService)");
+ABSL_FLAG(std::string, db, "host=127.0.0.1 port=5432 dbname=bpnas",
+          "PostgreSQL connection string (libpq keyword/value or postgresql:// URI)");
+ABSL_FLAG(std::string, http, "127.0.0.1:9464", "HTTP address for /healthz, /readyz and /metrics; empty: off");
+ABSL_FLAG(int, db_pool, 16, "database connections");
+ABSL_FLAG(int, db_wait_seconds, 30, "how long to wait for the database at start before giving up");
+ABSL_FLAG(double, lease_seconds, 15, "a worker silent this long loses its assignment (the job is re-queued)");
+ABSL_FLAG(int, heartbeat_ms, 1000, "heartbeat interval workers are told to keep");
+ABSL_FLAG(int, max_attempts, 3, "attempts per job before it is FAILED");
+ABSL_FLAG(int, max_ranks, 1, "largest number of data-parallel ranks a job may ask for");
+ABSL_FLAG(int, progress_writers, 2, "threads committing batched progress reports");
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+int Run() {
+  using namespace bpnas;
+  const std::string dsn = absl::GetFlag(FLAGS_db);
+  if (absl::GetFlag(FLAGS_lease_seconds) <= 0 || absl::GetFlag(FLAGS_heartbeat_ms) <= 0 ||
+      absl::GetFlag(FLAGS_max_attempts) < 1 || absl::GetFlag(FLAGS_db_pool) < 1 || absl::GetFlag(FLAGS_max_ranks) < 1) {
+    std::cerr << "bpnas-server: --lease_seconds, --heartbeat_ms, --max_attempts, --db_pool and --max_ranks must be positive\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_heartbeat_ms) >= absl::GetFlag(FLAGS_lease_seconds) * 1000) {
+    std::cerr << "bpnas-server: --heartbeat_ms must be shorter than --lease_seconds\n";
+    return 2;
+  }
+
+  // Migrate, waiting a while for a database that is still starting.
+  absl::Status migrated;
+  const absl::Time give_up = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_db_wait_seconds));
+  for (;;) {
+    migrated = ApplyMigrations(dsn);
+    if (migrated.ok() || migrated.code() != absl::StatusCode::kUnavailable || absl::Now() > give_up || g_stop) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  if (!migrated.ok()) {
+    std::cerr << "bpnas-server: " << StatusToString(migrated) << "\n";
+    return 1;
+  }
+  auto store = PgJobStore::Open(dsn, absl::GetFlag(FLAGS_db_pool));
+  if (!store.ok()) {
+    std::cerr << "bpnas-server: " << StatusToString(store.status()) << "\n";
+    return 1;
+  }
+
+  JobManagerOptions mo;
+  mo.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
+  mo.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
+  mo.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  mo.max_ranks = absl::GetFlag(FLAGS_max_ranks);
+  ServerMetrics metrics;
+  JobManager manager(store->get(), mo);
+  ProgressWriter progress(store->get(), absl::GetFlag(FLAGS_progress_writers));
+  SearchServiceImpl search(store->get(), &manager, &metrics);
+  WorkerServiceImpl workers(store->get(), &manager, &progress, &metrics);
+
+  std::unique_ptr<HttpServer> http;
+  if (!absl::GetFlag(FLAGS_http).empty()) {
+    auto h = HttpServer::Start(absl::GetFlag(FLAGS_http), 2);
+    if (!h.ok()) {
+      std::cerr << "bpnas-server: --http " << absl::GetFlag(FLAGS_http) << ": " << StatusToString(h.status()) << "\n";
+      return 1;
+    }
+    http = std::move(*h);
+    JobStore* st = store->get();
+    http->Handle("/healthz", [] { return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"}; });
+    http->Handle("/readyz", [st] {
+      absl::Status s = st->CheckReady();
+      if (s.ok()) return HttpResponse{200, "text/plain; charset=utf-8", "ready\n"};
+      return HttpResponse{503, "text/plain; charset=utf-8", StatusToString(s) + "\n"};
+    });
+    http->Handle("/metrics", [&metrics, st] {
+      return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", metrics.Scrape(st)};
+    });
+  }
+
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.RegisterService(&search);
+  builder.RegisterService(&workers);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.SetMaxSendMessageSize(16 << 20);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || grpc_port == 0) {
+    std::cerr << "bpnas-server: cannot listen on --listen " << absl::GetFlag(FLAGS_listen)
+              << " (in use, or not a host:port)\n";
+    return 1;
+  }
+  manager.Start();
+  std::cout << "bpnas-server: gRPC on " << absl::GetFlag(FLAGS_listen);
+  if (http) std::cout << ", HTTP on port " << http->port();
+  std::cout << std::endl;
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::cout << "bpnas-server: shutting down" << std::endl;
+  manager.Stop();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "the bpnas coordinator: keeps jobs in PostgreSQL, serves SearchService and WorkerService over gRPC.\n"
+      "  bpnas-server --db 'host=... dbname=bpnas' [--listen 127.0.0.1:50051] [--http 127.0.0.1:9464]");
+  absl::ParseCommandLine(argc, argv);
+  return Run();
+}

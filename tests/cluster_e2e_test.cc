@@ -1,0 +1,247 @@
+// End-to-end through the service: `bpnas up` (a private PostgreSQL, the coordinator and a local
+// worker, all real processes on loopback), then the CLI: submit, wait, fetch, eval, cancel, and a
+// restart of the whole cluster that must keep every job.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "bpnas/v1/service.pb.h"
+#include "common/pg_cluster.h"
+#include "common/sha256.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace bpnas {
+namespace {
+
+struct CliRun {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string all;  // stdout + stderr
+  double seconds = 0;
+};
+
+std::string Bin(const std::string& name) {
+  const char* dir = std::getenv("BPNAS_BIN_DIR");
+  return std::string(dir ? dir : ".") + "/" + name;
+}
+
+CliRun RunCli(const std::string& args) {
+  const std::string err = ::testing::TempDir() + "/cli_stderr.txt";
+  const std::string cmd = Bin("bpnas") + " " + args + " 2>" + err;
+  CliRun r;
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::ifstream e(err);
+  r.all = r.out + std::string((std::istreambuf_iterator<char>(e)), std::istreambuf_iterator<char>());
+  return r;
+}
+
+std::string WriteFile(const std::string& name, const std::string& text) {
+  const std::string path = ::testing::TempDir() + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+template <typename M>
+M ParseJson(const std::string& text) {
+  M m;
+  google::protobuf::util::JsonParseOptions o;
+  o.ignore_unknown_fields = true;
+  auto st = google::protobuf::util::JsonStringToMessage(text, &m, o);
+  EXPECT_TRUE(st.ok()) << st.message() << "\n" << text;
+  return m;
+}
+
+// A search that takes a few seconds: the tiny model on synthetic data.
+std::string TinySpec(int epochs) {
+  return std::string(R"({"name": "e2e-tiny", "model": {"name": "tiny"},
+    "dataset": {"kind": "synthetic", "synthetic_train": 1200, "synthetic_test": 300},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
+    "search": {"warmup_epochs": 1, "epochs": )") +
+         std::to_string(epochs) + R"(, "batch_size": 64}, "finetune": {"epochs": 1}, "threads": 1, "seed": 3})";
+}
+
+class Cluster : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char tmpl[] = "/tmp/bpnas-e2e-XXXXXX";
+    const std::string dir = mkdtemp(tmpl);
+    chmod(dir.c_str(), 0755);  // PostgreSQL runs as its own user when the tests run as root
+    state_ = dir + "/state";
+    grpc_port_ = PickFreePort();
+    http_port_ = PickFreePort();
+    server_ = "127.0.0.1:" + std::to_string(grpc_port_);
+    StartUp();
+  }
+  static void TearDownTestSuite() { StopUp(); }
+
+  static void StartUp() {
+    up_pid_ = fork();
+    if (up_pid_ == 0) {
+      const std::string log = state_ + ".up.log";
+      freopen(log.c_str(), "a", stdout);
+      freopen(log.c_str(), "a", stderr);
+      const std::string listen = server_, http = "127.0.0.1:" + std::to_string(http_port_);
+      execl(Bin("bpnas").c_str(), "bpnas", "up", "--workers", "1", "--threads", "1", "--state", state_.c_str(),
+            "--listen", listen.c_str(), "--http", http.c_str(), (char*)nullptr);
+      _exit(127);
+    }
+    // Ready when the coordinator answers.
+    for (int i = 0; i < 120; ++i) {
+      if (RunCli("list --server " + server_ + " --timeout 1").exit_code == 0) return;
+      int status = 0;
+      if (waitpid(up_pid_, &status, WNOHANG) == up_pid_) {
+        up_pid_ = -1;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    FAIL() << "bpnas up did not come up; its log:\n" << ReadFile(state_ + ".up.log");
+  }
+  static void StopUp() {
+    if (up_pid_ <= 0) return;
+    kill(up_pid_, SIGINT);
+    int status = 0;
+    for (int i = 0; i < 600 && waitpid(up_pid_, &status, WNOHANG) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (waitpid(up_pid_, &status, WNOHANG) == 0) {
+      kill(up_pid_, SIGKILL);
+      waitpid(up_pid_, &status, 0);
+      ADD_FAILURE() << "bpnas up did not stop within 30 s of Ctrl-C";
+    }
+    up_pid_ = -1;
+  }
+
+  static bpnas::v1::Job Status(const std::string& id) {
+    CliRun r = RunCli("status " + id + " --json --server " + server_);
+    EXPECT_EQ(r.exit_code, 0) << r.all;
+    return ParseJson<bpnas::v1::Job>(r.out);
+  }
+
+  static std::string state_, server_;
+  static int grpc_port_, http_port_;
+  static pid_t up_pid_;
+};
+std::string Cluster::state_, Cluster::server_;
+int Cluster::grpc_port_ = 0, Cluster::http_port_ = 0;
+pid_t Cluster::up_pid_ = -1;
+
+TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
+  const std::string spec = WriteFile("e2e_tiny.json", TinySpec(2));
+  CliRun sub = RunCli("submit " + spec + " --wait --server " + server_);
+  ASSERT_EQ(sub.exit_code, 0) << sub.all;
+  const std::string id = sub.out.substr(0, sub.out.find('\n'));
+  ASSERT_EQ(id.rfind("j-", 0), 0u) << sub.out;
+
+  bpnas::v1::Job job = Status(id);
+  ASSERT_EQ(job.state(), bpnas::v1::SUCCEEDED) << job.error();
+  EXPECT_TRUE(job.result().within_budget());
+  EXPECT_LE(job.result().cost(), job.budget());
+  EXPECT_GT(job.artifact_bytes(), 0);
+  EXPECT_TRUE(job.has_latest_progress()) << "progress reports reached the store";
+
+  const std::string model = ::testing::TempDir() + "/e2e.bpq";
+  CliRun fetch = RunCli("fetch " + id + " -o " + model + " --server " + server_);
+  ASSERT_EQ(fetch.exit_code, 0) << fetch.all;
+  const std::string bytes = ReadFile(model);
+  EXPECT_EQ(int64_t(bytes.size()), job.artifact_bytes());
+  EXPECT_EQ(Sha256Hex(bytes), job.artifact_sha256());
+
+  // The artifact alone reproduces the accuracy the worker measured.
+  CliRun eval = RunCli("eval " + model + " --json");
+  ASSERT_EQ(eval.exit_code, 0) << eval.all;
+  const auto at = eval.out.find("\"test_accuracy\": ");
+  ASSERT_NE(at, std::string::npos) << eval.out;
+  EXPECT_NEAR(std::atof(eval.out.c_str() + at + 17), job.result().test_accuracy(), 1e-3) << eval.out;
+}
+
+TEST_F(Cluster, CancelStopsTheRunningSearchAndFreesTheWorker) {
+  const std::string slow = WriteFile("e2e_slow.json", TinySpec(200));
+  CliRun sub = RunCli("submit " + slow + " --server " + server_);
+  ASSERT_EQ(sub.exit_code, 0) << sub.all;
+  const std::string id = sub.out.substr(0, sub.out.find('\n'));
+  // Wait until it is training.
+  bpnas::v1::Job job;
+  for (int i = 0; i < 120; ++i) {
+    job = Status(id);
+    if (job.state() == bpnas::v1::RUNNING && job.has_latest_progress()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  ASSERT_EQ(job.state(), bpnas::v1::RUNNING);
+  CliRun cancel = RunCli("cancel " + id + " --json --server " + server_);
+  ASSERT_EQ(cancel.exit_code, 0) << cancel.all;
+  EXPECT_EQ(ParseJson<bpnas::v1::Job>(cancel.out).state(), bpnas::v1::CANCELLED);
+
+  // The worker stops the search and takes the next job: a short one finishes soon after.
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string quick = WriteFile("e2e_quick.json", TinySpec(1));
+  CliRun next = RunCli("submit " + quick + " --wait --server " + server_);
+  ASSERT_EQ(next.exit_code, 0) << next.all;
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(s, 90) << "the cancelled search held the worker";
+  EXPECT_EQ(Status(id).state(), bpnas::v1::CANCELLED);
+}
+
+TEST_F(Cluster, BadSpecIsRefusedNamingTheFieldAndStoresNothing) {
+  CliRun before = RunCli("list --json --limit 1000 --server " + server_);
+  ASSERT_EQ(before.exit_code, 0) << before.all;
+  const int n = ParseJson<bpnas::v1::ListJobsResponse>(before.out).jobs_size();
+  const std::string bad = WriteFile("e2e_bad.json", R"({"model": {"name": "tiny"},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4}, "search": {"arch_lr": -1}})");
+  CliRun r = RunCli("submit " + bad + " --server " + server_);
+  EXPECT_EQ(r.exit_code, 2) << r.all;
+  EXPECT_NE(r.all.find("search.arch_lr"), std::string::npos) << r.all;
+  CliRun after = RunCli("list --json --limit 1000 --server " + server_);
+  EXPECT_EQ(ParseJson<bpnas::v1::ListJobsResponse>(after.out).jobs_size(), n);
+}
+
+TEST_F(Cluster, UnreachableServerIsAOneLineErrorNotAHang) {
+  CliRun r = RunCli("list --server 127.0.0.1:1 --timeout 2");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_LT(r.seconds, 10);
+  EXPECT_NE(r.all.find("cannot reach the coordinator at 127.0.0.1:1"), std::string::npos) << r.all;
+}
+
+// Last: stop everything, start again on the same state folder; the jobs are still there.
+TEST_F(Cluster, RestartOnTheSameStateKeepsEveryJob) {
+  CliRun before = RunCli("list --json --limit 1000 --server " + server_);
+  ASSERT_EQ(before.exit_code, 0) << before.all;
+  auto jobs_before = ParseJson<bpnas::v1::ListJobsResponse>(before.out);
+  ASSERT_GT(jobs_before.jobs_size(), 0);
+  StopUp();
+  StartUp();
+  CliRun after = RunCli("list --json --limit 1000 --server " + server_);
+  ASSERT_EQ(after.exit_code, 0) << after.all;
+  auto jobs_after = ParseJson<bpnas::v1::ListJobsResponse>(after.out);
+  ASSERT_EQ(jobs_after.jobs_size(), jobs_before.jobs_size());
+  for (int i = 0; i < jobs_before.jobs_size(); ++i) {
+    EXPECT_EQ(jobs_after.jobs(i).id(), jobs_before.jobs(i).id());
+    EXPECT_EQ(jobs_after.jobs(i).state(), jobs_before.jobs(i).state());
+  }
+}
+
+}  // namespace
+}  // namespace bpnas

@@ -1,0 +1,481 @@
+// The coordinator's services over real gRPC on loopback, backed by a real PostgreSQL (started by
+// pg_test_env). A "worker" here is the test itself calling WorkerService, so every step of a job's
+// life can be checked without training.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "bpnas/v1/service.grpc.pb.h"
+#include "common/http_server.h"
+#include "common/sha256.h"
+#include "google/protobuf/util/json_util.h"
+#include "server/job_manager.h"
+#include "server/pg_job_store.h"
+#include "server/progress_writer.h"
+#include "server/search_service.h"
+#include "server/server_metrics.h"
+#include "server/worker_service.h"
+#include "tests/pg_test_env.h"
+
+namespace bpnas {
+namespace {
+
+using namespace bpnas::v1;
+
+JobSpec SpecFromJson(const std::string& json) {
+  JobSpec spec;
+  auto st = google::protobuf::util::JsonStringToMessage(json, &spec);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return spec;
+}
+
+JobSpec TinySpec() {
+  return SpecFromJson(R"({"name": "svc", "model": {"name": "tiny"},
+    "dataset": {"kind": "synthetic"},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4}})");
+}
+
+// One coordinator: store, job manager, progress writer, both services on a loopback port, and the
+// HTTP endpoints. Destroying it is a coordinator shutdown; the database stays.
+struct Coordinator {
+  explicit Coordinator(JobManagerOptions mo) {
+    auto s = PgJobStore::Open(PgTestEnv::Get().dsn(), 4);
+    EXPECT_TRUE(s.ok()) << s.status();
+    store = std::move(*s);
+    manager = std::make_unique<JobManager>(store.get(), mo);
+    progress = std::make_unique<ProgressWriter>(store.get());
+    search = std::make_unique<SearchServiceImpl>(store.get(), manager.get(), &metrics, absl::Milliseconds(50));
+    workers = std::make_unique<WorkerServiceImpl>(store.get(), manager.get(), progress.get(), &metrics);
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(search.get());
+    b.RegisterService(workers.get());
+    server = b.BuildAndStart();
+    manager->Start();
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+    users = SearchService::NewStub(channel);
+    worker_api = WorkerService::NewStub(channel);
+    auto h = HttpServer::Start("127.0.0.1:0", 2);
+    EXPECT_TRUE(h.ok()) << h.status();
+    http = std::move(*h);
+    JobStore* st = store.get();
+    http->Handle("/metrics", [this, st] { return HttpResponse{200, kPrometheusTextContentType, metrics.Scrape(st)}; });
+  }
+  ~Coordinator() {
+    manager->Stop();
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  }
+
+  ServerMetrics metrics;
+  std::unique_ptr<PgJobStore> store;
+  std::unique_ptr<JobManager> manager;
+  std::unique_ptr<ProgressWriter> progress;
+  std::unique_ptr<SearchServiceImpl> search;
+  std::unique_ptr<WorkerServiceImpl> workers;
+  std::unique_ptr<grpc::Server> server;
+  int port = 0;
+  std::unique_ptr<SearchService::Stub> users;
+  std::unique_ptr<WorkerService::Stub> worker_api;
+  std::unique_ptr<HttpServer> http;
+};
+
+void Deadline(grpc::ClientContext* ctx, int seconds = 10) {
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(seconds));
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(PgTestEnv::Get().Reset().ok());
+    JobManagerOptions mo;
+    mo.schedule_interval = absl::Milliseconds(50);
+    mo.lease = absl::Milliseconds(1500);
+    mo.heartbeat_interval = absl::Milliseconds(100);
+    mo.max_attempts = 2;
+    options_ = mo;
+    c_ = std::make_unique<Coordinator>(mo);
+  }
+
+  absl::StatusOr<SubmitJobResponse> Submit(const JobSpec& spec, const std::string& request_id = "") {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    SubmitJobRequest req;
+    req.set_request_id(request_id);
+    *req.mutable_spec() = spec;
+    SubmitJobResponse resp;
+    grpc::Status s = c_->users->SubmitJob(&ctx, req, &resp);
+    if (!s.ok()) return absl::Status(absl::StatusCode(s.error_code()), s.error_message());
+    return resp;
+  }
+  Job Get(const std::string& id) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    GetJobRequest req;
+    req.set_job_id(id);
+    Job job;
+    EXPECT_TRUE(c_->users->GetJob(&ctx, req, &job).ok());
+    return job;
+  }
+  int CountJobs() {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    ListJobsRequest req;
+    ListJobsResponse resp;
+    EXPECT_TRUE(c_->users->ListJobs(&ctx, req, &resp).ok());
+    return resp.jobs_size();
+  }
+  std::string Register() {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    RegisterRequest req;
+    req.set_name("test-worker");
+    req.set_device(CPU);
+    RegisterResponse resp;
+    EXPECT_TRUE(c_->worker_api->Register(&ctx, req, &resp).ok());
+    EXPECT_EQ(resp.lease_ms(), 1500u);
+    return resp.worker_id();
+  }
+  HeartbeatResponse Beat(const std::string& worker, const std::string& token = "") {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    HeartbeatRequest req;
+    req.set_worker_id(worker);
+    req.set_attempt_token(token);
+    HeartbeatResponse resp;
+    grpc::Status s = c_->worker_api->Heartbeat(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+  // Heartbeats until the worker is told to run something (the scheduler runs every 50 ms).
+  Assignment WaitForAssignment(const std::string& worker) {
+    for (int i = 0; i < 100; ++i) {
+      HeartbeatResponse r = Beat(worker);
+      if (r.action() == HeartbeatResponse::RUN) return r.assignment();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "no assignment within 5 s";
+    return Assignment();
+  }
+  grpc::Status Report(const Assignment& a, int64_t step, const std::string& phase, bool* stop = nullptr) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    ReportProgressRequest req;
+    req.set_attempt_token(a.attempt_token());
+    req.set_job_id(a.job_id());
+    req.mutable_progress()->set_attempt(a.attempt());
+    req.mutable_progress()->set_step(step);
+    req.mutable_progress()->set_phase(phase);
+    req.mutable_progress()->set_cross_entropy(1.0 / double(step));
+    req.mutable_progress()->set_expected_ratio(0.95);
+    req.mutable_progress()->set_feasible(true);
+    ReportProgressResponse resp;
+    grpc::Status s = c_->worker_api->ReportProgress(&ctx, req, &resp);
+    if (stop != nullptr) *stop = resp.stop();
+    return s;
+  }
+  grpc::Status Complete(const Assignment& a, const std::string& artifact, const std::string& claimed_sha,
+                        JobState* state = nullptr) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 30);
+    CompleteAttemptResponse resp;
+    auto w = c_->worker_api->CompleteAttempt(&ctx, &resp);
+    CompleteAttemptChunk first;
+    first.set_attempt_token(a.attempt_token());
+    first.set_succeeded(true);
+    first.mutable_result()->set_test_accuracy(77.5);
+    first.mutable_result()->set_within_budget(true);
+    first.set_sha256(claimed_sha);
+    first.set_total_bytes(int64_t(artifact.size()));
+    const size_t chunk = 1 << 20;
+    for (size_t off = 0; off < artifact.size(); off += chunk) {
+      CompleteAttemptChunk m = off == 0 ? first : CompleteAttemptChunk();
+      m.set_data(artifact.substr(off, chunk));
+      EXPECT_TRUE(w->Write(m));
+    }
+    w->WritesDone();
+    grpc::Status s = w->Finish();
+    if (state != nullptr) *state = resp.state();
+    return s;
+  }
+
+  JobManagerOptions options_;
+  std::unique_ptr<Coordinator> c_;
+};
+
+TEST_F(ServiceTest, RepeatedRequestIdReturnsTheSameJob) {
+  auto first = Submit(TinySpec(), "req-1");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_TRUE(first->created());
+  EXPECT_EQ(first->job().state(), QUEUED);
+  auto again = Submit(TinySpec(), "req-1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->created());
+  EXPECT_EQ(again->job().id(), first->job().id());
+  EXPECT_EQ(CountJobs(), 1);
+  auto other = Submit(TinySpec(), "req-2");
+  ASSERT_TRUE(other.ok());
+  EXPECT_NE(other->job().id(), first->job().id());
+  EXPECT_EQ(CountJobs(), 2);
+}
+
+TEST_F(ServiceTest, BadSpecsAreInvalidArgumentNamingTheFieldAndStoreNothing) {
+  struct Case {
+    std::string json, field;
+  };
+  const std::vector<Case> cases = {
+      {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
+           "search": {"arch_lr": -1}})", "search.arch_lr"},
+      {R"({"model": {"name": "vgg99"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4}})",
+       "model.name"},
+      {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max": 1}})", "constraint.max"},
+      {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
+           "search": {"batch_size": 0}})", "search.batch_size"},
+      {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
+           "ranks": 4})", "ranks"},
+      {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
+           "search_space": {"weight_bits": [2, 99]}})", "search_space.weight_bits"},
+  };
+  for (const Case& c : cases) {
+    auto r = Submit(SpecFromJson(c.json), "bad-" + c.field);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    EXPECT_NE(r.status().message().find(c.field), std::string::npos) << r.status();
+  }
+  EXPECT_EQ(CountJobs(), 0) << "a refused spec must leave the jobs table unchanged";
+  // An infeasible budget says what is achievable.
+  auto r = Submit(SpecFromJson(R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max": 1}})"));
+  EXPECT_NE(r.status().message().find("cheapest network"), std::string::npos) << r.status();
+}
+
+TEST_F(ServiceTest, AJobRunsToSuccessAndItsArtifactStreamsBackIntact) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  const std::string id = sub->job().id();
+  const std::string worker = Register();
+  Assignment a = WaitForAssignment(worker);
+  ASSERT_EQ(a.job_id(), id);
+  EXPECT_EQ(a.rank(), 0u);
+  EXPECT_EQ(a.world_size(), 1u);
+  EXPECT_EQ(a.spec().search().batch_size(), 128u) << "the assignment carries the normalized spec";
+  EXPECT_EQ(Get(id).state(), RUNNING);
+
+  // A watcher sees every report once, then the end.
+  std::vector<int64_t> watched;
+  JobState watched_final = JOB_STATE_UNSPECIFIED;
+  std::thread watcher([&] {
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 30);
+    WatchJobRequest req;
+    req.set_job_id(id);
+    req.set_after_step(-1);
+    auto stream = c_->users->WatchJob(&ctx, req);
+    WatchJobEvent ev;
+    while (stream->Read(&ev)) {
+      if (ev.has_progress()) watched.push_back(ev.progress().step());
+      if (ev.has_job()) watched_final = ev.job().state();
+    }
+    EXPECT_TRUE(stream->Finish().ok());
+  });
+
+  for (int64_t step = 1; step <= 5; ++step) ASSERT_TRUE(Report(a, step, "search").ok());
+  ASSERT_TRUE(Report(a, 5, "search").ok()) << "a repeated report is accepted";
+  Job running = Get(id);
+  EXPECT_EQ(running.phase(), "search");
+  EXPECT_EQ(running.latest_progress().step(), 5);
+
+  std::string artifact(3 * (1 << 20) + 12345, '\0');
+  for (size_t i = 0; i < artifact.size(); ++i) artifact[i] = char((i * 131) ^ (i >> 7));
+  JobState state;
+  grpc::Status done = Complete(a, artifact, Sha256Hex(artifact), &state);
+  ASSERT_TRUE(done.ok()) << done.error_message();
+  EXPECT_EQ(state, SUCCEEDED);
+  watcher.join();
+  EXPECT_EQ(watched, (std::vector<int64_t>{1, 2, 3, 4, 5})) << "each step exactly once";
+  EXPECT_EQ(watched_final, SUCCEEDED);
+
+  Job finished = Get(id);
+  EXPECT_EQ(finished.state(), SUCCEEDED);
+  EXPECT_DOUBLE_EQ(finished.result().test_accuracy(), 77.5);
+  EXPECT_EQ(finished.artifact_sha256(), Sha256Hex(artifact));
+
+  grpc::ClientContext ctx;
+  Deadline(&ctx, 30);
+  FetchArtifactRequest req;
+  req.set_job_id(id);
+  auto stream = c_->users->FetchArtifact(&ctx, req);
+  ArtifactChunk chunk;
+  std::string got, sha;
+  int64_t total = -1;
+  bool first = true;
+  while (stream->Read(&chunk)) {
+    if (first) {
+      sha = chunk.sha256();
+      total = chunk.total_bytes();
+      first = false;
+    }
+    got += chunk.data();
+  }
+  ASSERT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(sha, Sha256Hex(artifact)) << "the checksum comes first";
+  EXPECT_EQ(total, int64_t(artifact.size()));
+  EXPECT_TRUE(got == artifact);
+
+  // The attempt is over: its token can no longer write, and the worker is idle.
+  bool stop = false;
+  grpc::Status late = Report(a, 6, "search", &stop);
+  EXPECT_TRUE(!late.ok() || stop) << "a stale token must not be told to go on";
+  EXPECT_EQ(Beat(worker, a.attempt_token()).action(), HeartbeatResponse::STOP);
+  EXPECT_EQ(Get(id).latest_progress().step(), 5) << "nothing stored from the ended attempt";
+}
+
+TEST_F(ServiceTest, DamagedArtifactIsRefusedAndTheJobKeepsRunning) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  Assignment a = WaitForAssignment(Register());
+  const std::string artifact(100000, 'x');
+  grpc::Status s = Complete(a, artifact, Sha256Hex("something else"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DATA_LOSS) << s.error_message();
+  EXPECT_EQ(Get(sub->job().id()).state(), RUNNING);
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  FetchArtifactRequest req;
+  req.set_job_id(sub->job().id());
+  auto stream = c_->users->FetchArtifact(&ctx, req);
+  ArtifactChunk chunk;
+  while (stream->Read(&chunk)) {
+  }
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ServiceTest, CancelOfARunningJobStopsItsWorker) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  const std::string worker = Register();
+  Assignment a = WaitForAssignment(worker);
+  ASSERT_TRUE(Report(a, 1, "warmup").ok());
+
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  CancelJobRequest req;
+  req.set_job_id(sub->job().id());
+  Job cancelled;
+  ASSERT_TRUE(c_->users->CancelJob(&ctx, req, &cancelled).ok());
+  EXPECT_EQ(cancelled.state(), CANCELLED);
+
+  EXPECT_EQ(Beat(worker, a.attempt_token()).action(), HeartbeatResponse::STOP);
+  bool stop = false;
+  grpc::Status s = Report(a, 2, "warmup", &stop);
+  EXPECT_TRUE(!s.ok() || stop);
+  JobState state;
+  EXPECT_EQ(Complete(a, "x", Sha256Hex("x"), &state).error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(Get(sub->job().id()).state(), CANCELLED);
+  EXPECT_EQ(Beat(worker).action(), HeartbeatResponse::IDLE) << "the worker is free again";
+}
+
+TEST_F(ServiceTest, ASilentWorkerLosesItsJobWhichRunsAgainElsewhere) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  const std::string lost = Register();
+  Assignment first = WaitForAssignment(lost);
+  EXPECT_EQ(first.attempt(), 1u);
+  // No heartbeats: the lease (1.5 s) expires and the job goes back to the queue.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2200));
+  Job job = Get(sub->job().id());
+  EXPECT_EQ(job.state(), QUEUED) << job.error();
+  EXPECT_NE(job.error().find(lost), std::string::npos) << "the reason names the worker: " << job.error();
+  Assignment second = WaitForAssignment(Register());
+  EXPECT_EQ(second.job_id(), sub->job().id());
+  EXPECT_EQ(second.attempt(), 2u);
+  // The lost worker must register again; its old token writes nothing.
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  HeartbeatRequest hb;
+  hb.set_worker_id(lost);
+  HeartbeatResponse resp;
+  EXPECT_EQ(c_->worker_api->Heartbeat(&ctx, hb, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  bool stop = false;
+  grpc::Status s = Report(first, 1, "warmup", &stop);
+  EXPECT_TRUE(!s.ok() || stop);
+}
+
+TEST_F(ServiceTest, ACoordinatorRestartKeepsEveryJob) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto sub = Submit(TinySpec(), "restart-" + std::to_string(i));
+    ASSERT_TRUE(sub.ok());
+    ids.push_back(sub->job().id());
+  }
+  c_.reset();  // the coordinator goes away
+  c_ = std::make_unique<Coordinator>(options_);
+  EXPECT_EQ(CountJobs(), 3);
+  for (const auto& id : ids) EXPECT_EQ(Get(id).state(), QUEUED);
+  auto again = Submit(TinySpec(), "restart-1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(again->created()) << "idempotency survives the restart";
+  EXPECT_EQ(again->job().id(), ids[1]);
+}
+
+TEST_F(ServiceTest, UnknownJobsAreNotFoundAndEmptyIdsInvalid) {
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  GetJobRequest req;
+  req.set_job_id("j-doesnotexist");
+  Job job;
+  EXPECT_EQ(c_->users->GetJob(&ctx, req, &job).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext ctx2;
+  Deadline(&ctx2);
+  CancelJobRequest cancel;
+  EXPECT_EQ(c_->users->CancelJob(&ctx2, cancel, &job).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServiceTest, MetricsPassPromtoolAndShowRpcsJobsAndRunningJobGauges) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  ASSERT_FALSE(Submit(SpecFromJson(R"({"model": {"name": "nope"}})")).ok());
+  Assignment a = WaitForAssignment(Register());
+  ASSERT_TRUE(Report(a, 1, "search").ok());
+  auto body = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_NE(body->find("bpnas_rpcs_total{method=\"SubmitJob\",code=\"OK\"} 1"), std::string::npos) << *body;
+  EXPECT_NE(body->find("bpnas_rpcs_total{method=\"SubmitJob\",code=\"INVALID_ARGUMENT\"} 1"), std::string::npos);
+  EXPECT_NE(body->find("bpnas_job_submissions_total{result=\"invalid\"} 1"), std::string::npos);
+  EXPECT_NE(body->find("bpnas_jobs{state=\"RUNNING\"} 1"), std::string::npos);
+  EXPECT_NE(body->find("bpnas_workers{state=\"BUSY\"} 1"), std::string::npos);
+  EXPECT_NE(body->find("bpnas_running_job_cost_ratio{job=\"" + a.job_id() + "\",kind=\"expected\"} 0.95"),
+            std::string::npos) << *body;
+  EXPECT_NE(body->find("bpnas_rpc_duration_seconds_bucket{method=\"ReportProgress\",le=\"+Inf\"}"),
+            std::string::npos);
+
+  const std::string path = ::testing::TempDir() + "/server_metrics.txt";
+  std::ofstream(path) << *body;
+  FILE* p = popen(("promtool check metrics < " + path + " 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[512];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  EXPECT_EQ(out, "") << out;
+
+  // Once the job ends, its gauges go.
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  CancelJobRequest req;
+  req.set_job_id(a.job_id());
+  Job job;
+  ASSERT_TRUE(c_->users->CancelJob(&ctx, req, &job).ok());
+  auto after = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->find("job=\"" + a.job_id() + "\""), std::string::npos) << *after;
+}
+
+}  // namespace
+}  // namespace bpnas

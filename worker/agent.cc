@@ -1,0 +1,285 @@
+#include "worker/agent.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <iostream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc_status.h"
+#include "common/sha256.h"
+#include "common/status.h"
+#include "worker/engine/artifact.h"
+#include "worker/engine/data.h"
+#include "worker/engine/progress.h"
+#include "worker/engine/search.h"
+#include "worker/engine/spec.h"
+
+namespace bpnas {
+
+struct WorkerAgent::Running {
+  bpnas::v1::Assignment assignment;
+  std::atomic<bool> stop{false};   // set by a STOP (cancel / attempt ended) or shutdown
+  std::atomic<bool> done{false};   // the thread has finished
+  std::thread thread;
+};
+
+namespace {
+
+void Log(const std::string& line) { std::cerr << "bpnas-worker: " << line << std::endl; }
+
+std::string DefaultName() {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  return absl::StrCat(host, ":", getpid());
+}
+
+}  // namespace
+
+WorkerAgent::WorkerAgent(WorkerOptions options) : options_(std::move(options)) {
+  grpc::ChannelArguments ch;
+  ch.SetMaxSendMessageSize(16 << 20);
+  ch.SetMaxReceiveMessageSize(16 << 20);
+  stub_ = bpnas::v1::WorkerService::NewStub(
+      grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), ch));
+  busy_ = registry_.AddGauge("bpnas_worker_busy", "1 while the worker runs an assignment.");
+  connected_ = registry_.AddGauge("bpnas_worker_connected", "1 if the last heartbeat reached the coordinator.");
+  steps_reported_ = registry_.AddCounter("bpnas_worker_progress_reports_total",
+                                         "Progress reports sent, by result (stored, dropped).", {"result"});
+  attempts_ = registry_.AddCounter("bpnas_worker_attempts_total",
+                                   "Assignments run, by outcome (succeeded, failed, stopped).", {"outcome"});
+  samples_per_second_ = registry_.AddGauge("bpnas_worker_samples_per_second", "Training throughput, latest report.");
+}
+
+WorkerAgent::~WorkerAgent() {
+  if (running_ != nullptr) {
+    running_->stop = true;
+    if (running_->thread.joinable()) running_->thread.join();
+  }
+}
+
+void WorkerAgent::Deadline(grpc::ClientContext* ctx) const {
+  ctx->set_deadline(std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(int64_t(1000 * options_.rpc_timeout_seconds)));
+}
+
+absl::Status WorkerAgent::RegisterOnce() {
+  bpnas::v1::RegisterRequest req;
+  req.set_name(options_.name.empty() ? DefaultName() : options_.name);
+  req.set_device(options_.device);
+  req.set_threads(uint32_t(std::max(0, options_.threads)));
+  req.set_metrics_address(options_.metrics_address);
+  bpnas::v1::RegisterResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub_->Register(&ctx, req, &resp);
+  if (!s.ok()) return FromGrpcStatus(s);
+  worker_id_ = resp.worker_id();
+  heartbeat_ms_ = std::max<int>(50, int(resp.heartbeat_interval_ms()));
+  Log(absl::StrCat("registered with ", options_.server, " as ", worker_id_));
+  return absl::OkStatus();
+}
+
+void WorkerAgent::Run(const std::atomic<bool>* stop) {
+  int backoff_ms = 200;
+  std::string last_error;
+  auto note_error = [&](const absl::Status& s) {
+    std::string msg = StatusToString(s);
+    if (msg != last_error) Log(msg);
+    last_error = msg;
+  };
+  while (!*stop) {
+    // Reap a finished search.
+    if (running_ != nullptr && running_->done) {
+      running_->thread.join();
+      running_.reset();
+      busy_->Set({}, 0);
+    }
+    if (worker_id_.empty()) {
+      absl::Status s = RegisterOnce();
+      if (!s.ok()) {
+        connected_->Set({}, 0);
+        note_error(absl::Status(s.code(), absl::StrCat("cannot register with ", options_.server, ": ", s.message())));
+        std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+        backoff_ms = std::min(5000, backoff_ms * 2);
+        continue;
+      }
+    }
+    bpnas::v1::HeartbeatRequest req;
+    req.set_worker_id(worker_id_);
+    if (running_ != nullptr && !running_->stop) req.set_attempt_token(running_->assignment.attempt_token());
+    bpnas::v1::HeartbeatResponse resp;
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+    if (!s.ok()) {
+      connected_->Set({}, 0);
+      if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
+        // The coordinator forgot us or declared us lost: whatever we run is no longer ours.
+        if (running_ != nullptr) running_->stop = true;
+        worker_id_.clear();
+        Log("the coordinator does not know this worker any more; registering again");
+        continue;
+      }
+      note_error(FromGrpcStatus(s));
+      std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+      backoff_ms = std::min(5000, backoff_ms * 2);
+      continue;
+    }
+    connected_->Set({}, 1);
+    if (!last_error.empty()) Log("connected to the coordinator again");
+    last_error.clear();
+    backoff_ms = 200;
+    switch (resp.action()) {
+      case bpnas::v1::HeartbeatResponse::RUN:
+        if (running_ == nullptr) {
+          StartAssignment(resp.assignment());
+        } else if (running_->assignment.attempt_token() != resp.assignment().attempt_token()) {
+          running_->stop = true;  // a different assignment: finish stopping this one first
+        }
+        break;
+      case bpnas::v1::HeartbeatResponse::STOP:
+        if (running_ != nullptr && !running_->stop) {
+          Log(absl::StrCat("stopping job ", running_->assignment.job_id(), " (the coordinator ended its attempt)"));
+          running_->stop = true;
+        }
+        break;
+      default:
+        break;
+    }
+    // Sleep one heartbeat interval, waking early when the search finishes.
+    for (int waited = 0; waited < heartbeat_ms_ && !*stop; waited += 20) {
+      if (running_ != nullptr && running_->done) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  if (running_ != nullptr) {
+    running_->stop = true;
+    running_->thread.join();
+    running_.reset();
+  }
+}
+
+void WorkerAgent::StartAssignment(const bpnas::v1::Assignment& a) {
+  Log(absl::StrCat("running job ", a.job_id(), " attempt ", a.attempt(), " rank ", a.rank(), "/", a.world_size()));
+  running_ = std::make_unique<Running>();
+  running_->assignment = a;
+  busy_->Set({}, 1);
+  Running* r = running_.get();
+  r->thread = std::thread([this, r] {
+    RunAssignment(r);
+    r->done = true;
+  });
+}
+
+void WorkerAgent::RunAssignment(Running* r) {
+  const auto& a = r->assignment;
+  bpnas::v1::JobSpec spec = a.spec();
+  if (options_.threads > 0) spec.set_threads(uint32_t(options_.threads));
+  auto fail = [&](const absl::Status& s) {
+    attempts_->WithLabels({"failed"}).Inc();
+    Log(absl::StrCat("job ", a.job_id(), " failed: ", StatusToString(s)));
+    (void)Complete(r, false, StatusToString(s), "", bpnas::v1::SearchResult());
+  };
+  if (a.world_size() != 1) {
+    fail(absl::UnimplementedError(absl::StrCat("this worker runs single-rank jobs only; got world size ", a.world_size())));
+    return;
+  }
+  auto plan = PlanJob(spec);
+  if (!plan.ok()) return fail(plan.status());
+  auto data = LoadDataset(plan->spec.dataset(), plan->spec.seed());
+  if (!data.ok()) return fail(data.status());
+
+  int64_t step = 0;
+  bool dropped_logged = false;
+  RunOptions run;
+  run.report_every = std::max(1, options_.report_every);
+  run.should_stop = [r] { return r->stop.load(); };
+  run.progress = [&](const ProgressEvent& ev) {
+    bpnas::v1::ReportProgressRequest req;
+    req.set_attempt_token(a.attempt_token());
+    req.set_job_id(a.job_id());
+    *req.mutable_progress() = ToProgressProto(plan->spec, ev, ++step);
+    req.mutable_progress()->set_attempt(a.attempt());
+    samples_per_second_->Set({}, ev.samples_per_second);
+    bpnas::v1::ReportProgressResponse resp;
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    grpc::Status s = stub_->ReportProgress(&ctx, req, &resp);
+    if (!s.ok()) {
+      steps_reported_->WithLabels({"dropped"}).Inc();
+      if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) r->stop = true;  // attempt ended
+      if (!dropped_logged) Log(absl::StrCat("progress report not stored (", s.error_message(), "); training on"));
+      dropped_logged = true;
+      return;
+    }
+    dropped_logged = false;
+    steps_reported_->WithLabels({"stored"}).Inc();
+    if (resp.stop()) r->stop = true;
+  };
+  auto model = RunJob(*plan, *data, run);
+  if (!model.ok()) {
+    if (model.status().code() == absl::StatusCode::kCancelled && r->stop) {
+      attempts_->WithLabels({"stopped"}).Inc();
+      Log(absl::StrCat("job ", a.job_id(), " stopped"));
+      return;
+    }
+    return fail(model.status());
+  }
+  const std::string bytes = SerializeModel(*model);
+  absl::Status done = Complete(r, true, "", bytes, model->result());
+  if (done.ok()) {
+    attempts_->WithLabels({"succeeded"}).Inc();
+    Log(absl::StrCat("job ", a.job_id(), " done: ", bytes.size(), " bytes uploaded, test accuracy ",
+                     model->result().test_accuracy(), "%"));
+  } else {
+    attempts_->WithLabels({"failed"}).Inc();
+    Log(absl::StrCat("job ", a.job_id(), ": could not hand in the result: ", StatusToString(done)));
+  }
+}
+
+absl::Status WorkerAgent::Complete(Running* r, bool succeeded, const std::string& error, const std::string& artifact,
+                                   const bpnas::v1::SearchResult& result) {
+  const std::string sha = Sha256Hex(artifact);
+  const auto give_up = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(int64_t(1000 * options_.completion_retry_seconds));
+  int backoff_ms = 250;
+  for (;;) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(10));
+    bpnas::v1::CompleteAttemptResponse resp;
+    auto stream = stub_->CompleteAttempt(&ctx, &resp);
+    bpnas::v1::CompleteAttemptChunk first;
+    first.set_attempt_token(r->assignment.attempt_token());
+    first.set_succeeded(succeeded);
+    first.set_error(error);
+    if (succeeded) {
+      *first.mutable_result() = result;
+      first.set_sha256(sha);
+      first.set_total_bytes(int64_t(artifact.size()));
+    }
+    size_t off = 0;
+    bool ok = true;
+    do {
+      bpnas::v1::CompleteAttemptChunk msg = off == 0 ? first : bpnas::v1::CompleteAttemptChunk();
+      const size_t n = std::min(options_.chunk_bytes, artifact.size() - off);
+      msg.set_data(artifact.substr(off, n));
+      off += n;
+      ok = stream->Write(msg);
+    } while (ok && off < artifact.size());
+    stream->WritesDone();
+    grpc::Status s = stream->Finish();
+    if (s.ok()) return absl::OkStatus();
+    // Only an unreachable coordinator is worth retrying; anything else (the attempt ended, a
+    // damaged upload refused) is final for this attempt.
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::steady_clock::now() > give_up || r->stop) {
+      return FromGrpcStatus(s);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
+    backoff_ms = std::min(5000, backoff_ms * 2);
+  }
+}
+
+}  // namespace bpnas

@@ -1,0 +1,72 @@
+// bpnas-worker: one rank of a search (DESIGN.md §1). Options come from flags here and nowhere else.
+#include <csignal>
+#include <iostream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/http_server.h"
+#include "common/memory.h"
+#include "common/status.h"
+#include "worker/agent.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "coordinator gRPC address");
+ABSL_FLAG(std::string, device, "cpu", "cpu or gpu: the kind of jobs this worker takes");
+ABSL_FLAG(int, threads, 0, "CPU threads for training; 0: the job's setting, else every core");
+ABSL_FLAG(std::string, name, "", "name shown by the coordinator; default host:pid");
+ABSL_FLAG(std::string, http, "127.0.0.1:9465", "HTTP address for /metrics and /healthz; empty: off");
+ABSL_FLAG(int, report_every, 10, "training steps between progress reports");
+
+namespace {
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "one bpnas search rank: registers with the coordinator and runs the searches it is given.\n"
+      "  bpnas-worker --server HOST:50051 [--device cpu] [--threads N] [--http 127.0.0.1:9465]");
+  absl::ParseCommandLine(argc, argv);
+  bpnas::TuneAllocatorForTraining();
+  bpnas::WorkerOptions o;
+  o.server = absl::GetFlag(FLAGS_server);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device == "cpu") {
+    o.device = bpnas::v1::CPU;
+  } else if (device == "gpu") {
+    o.device = bpnas::v1::GPU;
+  } else {
+    std::cerr << "bpnas-worker: --device: cpu or gpu, got \"" << device << "\"\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_threads) < 0 || absl::GetFlag(FLAGS_report_every) < 1) {
+    std::cerr << "bpnas-worker: --threads must be >= 0 and --report_every >= 1\n";
+    return 2;
+  }
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.name = absl::GetFlag(FLAGS_name);
+  o.report_every = absl::GetFlag(FLAGS_report_every);
+  bpnas::WorkerAgent agent(o);
+
+  std::unique_ptr<bpnas::HttpServer> http;
+  if (!absl::GetFlag(FLAGS_http).empty()) {
+    auto h = bpnas::HttpServer::Start(absl::GetFlag(FLAGS_http), 1);
+    if (!h.ok()) {
+      std::cerr << "bpnas-worker: --http " << absl::GetFlag(FLAGS_http) << ": " << bpnas::StatusToString(h.status())
+                << "\n";
+      return 1;
+    }
+    http = std::move(*h);
+    http->Handle("/healthz", [] { return bpnas::HttpResponse{200, "text/plain; charset=utf-8", "ok\n"}; });
+    http->Handle("/metrics", [&agent] {
+      return bpnas::HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", agent.Metrics()};
+    });
+    std::cout << "bpnas-worker: metrics on port " << http->port() << std::endl;
+  }
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  agent.Run(&g_stop);
+  return 0;
+}
