@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "bpnas/v1/service.pb.h"
+#include "common/http_server.h"
 #include "common/pg_cluster.h"
 #include "common/sha256.h"
 #include "google/protobuf/util/json_util.h"
@@ -105,7 +106,7 @@ class Cluster : public ::testing::Test {
       freopen(log.c_str(), "a", stderr);
       const std::string listen = server_, http = "127.0.0.1:" + std::to_string(http_port_);
       execl(Bin("bpnas").c_str(), "bpnas", "up", "--workers", "1", "--threads", "1", "--state", state_.c_str(),
-            "--listen", listen.c_str(), "--http", http.c_str(), (char*)nullptr);
+            "--listen", listen.c_str(), "--http", http.c_str(), "--checkpoint-seconds", "1", (char*)nullptr);
       _exit(127);
     }
     // Ready when the coordinator answers.
@@ -191,6 +192,15 @@ TEST_F(Cluster, CancelStopsTheRunningSearchAndFreesTheWorker) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   ASSERT_EQ(job.state(), bpnas::v1::RUNNING);
+  // The worker uploads a checkpoint every second (--checkpoint-seconds 1) and says so in /metrics.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto worker_metrics = HttpGet("127.0.0.1", http_port_ + 1, "/metrics", 5000);
+  ASSERT_TRUE(worker_metrics.ok()) << worker_metrics.status();
+  EXPECT_NE(worker_metrics->find("bpnas_worker_busy 1"), std::string::npos) << *worker_metrics;
+  EXPECT_EQ(worker_metrics->find("bpnas_worker_checkpoints_total{result=\"stored\"} 0"), std::string::npos)
+      << *worker_metrics;
+  EXPECT_NE(worker_metrics->find("bpnas_worker_checkpoints_total{result=\"stored\"}"), std::string::npos)
+      << *worker_metrics;
   CliRun cancel = RunCli("cancel " + id + " --json --server " + server_);
   ASSERT_EQ(cancel.exit_code, 0) << cancel.all;
   EXPECT_EQ(ParseJson<bpnas::v1::Job>(cancel.out).state(), bpnas::v1::CANCELLED);

@@ -50,6 +50,8 @@ WorkerAgent::WorkerAgent(WorkerOptions options) : options_(std::move(options)) {
                                          "Progress reports sent, by result (stored, dropped).", {"result"});
   attempts_ = registry_.AddCounter("bpnas_worker_attempts_total",
                                    "Assignments run, by outcome (succeeded, failed, stopped).", {"outcome"});
+  checkpoints_ = registry_.AddCounter("bpnas_worker_checkpoints_total",
+                                      "Checkpoint uploads, by result (stored, failed).", {"result"});
   samples_per_second_ = registry_.AddGauge("bpnas_worker_samples_per_second", "Training throughput, latest report.");
 }
 
@@ -219,6 +221,12 @@ void WorkerAgent::RunAssignment(Running* r) {
     steps_reported_->WithLabels({"stored"}).Inc();
     if (resp.stop()) r->stop = true;
   };
+  run.checkpoint_every_seconds = options_.checkpoint_every_seconds;
+  run.checkpoint = [&](const std::string& phase, const std::string& state) {
+    absl::Status up = UploadCheckpoint(r, step, state);
+    checkpoints_->WithLabels({up.ok() ? "stored" : "failed"}).Inc();
+    if (!up.ok()) Log(absl::StrCat("checkpoint (", phase, ") not stored: ", StatusToString(up)));
+  };
   auto model = RunJob(*plan, *data, run);
   if (!model.ok()) {
     if (model.status().code() == absl::StatusCode::kCancelled && r->stop) {
@@ -238,6 +246,30 @@ void WorkerAgent::RunAssignment(Running* r) {
     attempts_->WithLabels({"failed"}).Inc();
     Log(absl::StrCat("job ", a.job_id(), ": could not hand in the result: ", StatusToString(done)));
   }
+}
+
+absl::Status WorkerAgent::UploadCheckpoint(Running* r, int64_t step, const std::string& state) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  bpnas::v1::UploadCheckpointResponse resp;
+  auto stream = stub_->UploadCheckpoint(&ctx, &resp);
+  size_t off = 0;
+  bool ok = true;
+  do {
+    bpnas::v1::CheckpointChunk msg;
+    if (off == 0) {
+      msg.set_attempt_token(r->assignment.attempt_token());
+      msg.set_step(step);
+    }
+    const size_t n = std::min(options_.chunk_bytes, state.size() - off);
+    msg.set_data(state.substr(off, n));
+    off += n;
+    ok = stream->Write(msg);
+  } while (ok && off < state.size());
+  stream->WritesDone();
+  grpc::Status s = stream->Finish();
+  if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) r->stop = true;  // the attempt ended
+  return FromGrpcStatus(s);
 }
 
 absl::Status WorkerAgent::Complete(Running* r, bool succeeded, const std::string& error, const std::string& artifact,

@@ -30,6 +30,7 @@ struct WorkerOptions {
   int report_every = 10;           // training steps between progress reports
   size_t chunk_bytes = 1 << 20;    // artifact upload chunk size
   double completion_retry_seconds = 600;  // how long to keep retrying an upload while the coordinator is away
+  double checkpoint_every_seconds = 120;   // network state uploads during a search
 };
 
 class WorkerAgent {
@@ -50,6 +51,7 @@ class WorkerAgent {
   void RunAssignment(Running* r);
   absl::Status Complete(Running* r, bool succeeded, const std::string& error, const std::string& artifact,
                         const bpnas::v1::SearchResult& result);
+  absl::Status UploadCheckpoint(Running* r, int64_t step, const std::string& state);
   void Deadline(grpc::ClientContext* ctx) const;
 
   const WorkerOptions options_;
@@ -63,6 +65,7 @@ class WorkerAgent {
   GaugeFamily* connected_;
   CounterFamily* steps_reported_;
   CounterFamily* attempts_;
+  CounterFamily* checkpoints_;
   GaugeFamily* samples_per_second_;
 };
 

@@ -18,6 +18,7 @@ ABSL_FLAG(int, threads, 0, "CPU threads for training; 0: the job's setting, else
 ABSL_FLAG(std::string, name, "", "name shown by the coordinator; default host:pid");
 ABSL_FLAG(std::string, http, "127.0.0.1:9465", "HTTP address for /metrics and /healthz; empty: off");
 ABSL_FLAG(int, report_every, 10, "training steps between progress reports");
+ABSL_FLAG(double, checkpoint_seconds, 120, "seconds between checkpoint uploads during a search");
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -48,6 +49,11 @@ int main(int argc, char** argv) {
   o.threads = absl::GetFlag(FLAGS_threads);
   o.name = absl::GetFlag(FLAGS_name);
   o.report_every = absl::GetFlag(FLAGS_report_every);
+  o.checkpoint_every_seconds = absl::GetFlag(FLAGS_checkpoint_seconds);
+  if (!(o.checkpoint_every_seconds > 0)) {
+    std::cerr << "bpnas-worker: --checkpoint_seconds must be positive\n";
+    return 2;
+  }
   bpnas::WorkerAgent agent(o);
 
   std::unique_ptr<bpnas::HttpServer> http;

@@ -111,6 +111,15 @@ void StopIfAsked(const RunOptions& options) {
   if (options.should_stop && options.should_stop()) throw StopRequested{};
 }
 
+void MaybeCheckpoint(const Supernet& net, const RunOptions& options, const std::string& phase) {
+  if (!options.checkpoint) return;
+  const auto now = Clock::now();
+  if (std::chrono::duration<double>(now - options.last_checkpoint).count() < options.checkpoint_every_seconds) return;
+  options.last_checkpoint = now;
+  auto state = SerializeNetworkState(net);
+  if (state.ok()) options.checkpoint(phase, *state);
+}
+
 // Trains weights only for one epoch (warm-up, fine-tune, uniform baseline).
 void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sampler,
                        torch::optim::SGD& opt, double base_lr, int64_t* global_step, int64_t total_steps,
@@ -124,6 +133,7 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
   auto layers = net->searchable_layers();
   for (int64_t step = 1; step <= steps; ++step) {
     StopIfAsked(options);
+    MaybeCheckpoint(net, options, ev.phase);
     if (sample_rng != nullptr) {  // sampled warm-up: every branch gets trained
       for (auto l : layers) {
         std::uniform_int_distribution<int> wi(0, int(l->weight_bits().size()) - 1);
@@ -457,6 +467,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
       int64_t acc_n = 0, samples = 0;
       for (int64_t step = 1; step <= steps_per_epoch; ++step, ++search_step) {
         StopIfAsked(options);
+        MaybeCheckpoint(net, options, "search");
         const double progress = double(search_step) / double(std::max<int64_t>(1, search_steps - 1));
         const double t = BarrierT(progress, sp.barrier_t_start(), sp.barrier_t_end());
         const double lambda = Prob1Lambda(progress, sp.prob1_start(), sp.prob1_lambda());

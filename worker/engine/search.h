@@ -11,6 +11,7 @@
 #ifndef BPNAS_WORKER_ENGINE_SEARCH_H_
 #define BPNAS_WORKER_ENGINE_SEARCH_H_
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
@@ -33,6 +34,12 @@ struct RunOptions {
   // Polled before every training step (may be empty). Once it returns true, RunJob stops at that
   // step and returns CANCELLED. Must be cheap and thread-safe (e.g. read an atomic flag).
   std::function<bool()> should_stop;
+  // Called between steps, at most every checkpoint_every_seconds, with the phase and the serialized
+  // network state (weights, architecture logits, batch-norm statistics; SerializeNetworkState).
+  // May be empty. Resuming from such a state is not built yet.
+  std::function<void(const std::string& phase, const std::string& state)> checkpoint;
+  double checkpoint_every_seconds = 120;
+  mutable std::chrono::steady_clock::time_point last_checkpoint = std::chrono::steady_clock::now();
 };
 
 // Runs the job the plan describes on `data` and returns the finished artifact (result filled in).
