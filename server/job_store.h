@@ -115,6 +115,11 @@ class JobStore {
   // the workers BUSY and the job RUNNING. Returns the job id, or "" when no job could start.
   virtual absl::StatusOr<std::string> StartNextAttempt() = 0;
 
+  // Rank 0 of a running attempt records where its c10d store listens; later heartbeats of every
+  // rank of the attempt carry it in Assignment.rendezvous. FAILED_PRECONDITION if the token is not
+  // active or not rank 0's; INVALID_ARGUMENT for an empty address.
+  virtual absl::Status PublishRendezvous(const std::string& attempt_token, const std::string& address) = 0;
+
   // ---- progress ----
 
   // Stores every report whose token belongs to an active assignment, once per (job, attempt,

@@ -743,7 +743,8 @@ absl::StatusOr<HeartbeatResponse> PgJobStore::Heartbeat(const std::string& worke
         pqxx::result a = tx.exec_params(R"sql(
           SELECT s.token, s.job_id, s.attempt, s.rank, t.world_size, j.spec,
                  EXISTS (SELECT 1 FROM blobs b
-                         WHERE b.job_id = s.job_id AND b.kind = 'CHECKPOINT' AND b.complete)
+                         WHERE b.job_id = s.job_id AND b.kind = 'CHECKPOINT' AND b.complete),
+                 t.rendezvous
           FROM assignments s
           JOIN attempts t ON t.job_id = s.job_id AND t.attempt = s.attempt
           JOIN jobs j ON j.id = s.job_id
@@ -761,6 +762,7 @@ absl::StatusOr<HeartbeatResponse> PgJobStore::Heartbeat(const std::string& worke
           BPNAS_RETURN_IF_ERROR(
               ParseStored(a[0][5], "spec", assignment->job_id(), assignment->mutable_spec()));
           assignment->set_has_checkpoint(a[0][6].as<bool>());
+          assignment->set_rendezvous(a[0][7].as<std::string>());
         } else if (!attempt_token.empty()) {
           response.set_action(HeartbeatResponse::STOP);
         } else {
@@ -768,6 +770,28 @@ absl::StatusOr<HeartbeatResponse> PgJobStore::Heartbeat(const std::string& worke
         }
         return response;
       });
+}
+
+absl::Status PgJobStore::PublishRendezvous(const std::string& attempt_token, const std::string& address) {
+  if (attempt_token.empty()) return absl::InvalidArgumentError("attempt token is empty");
+  if (address.empty()) return absl::InvalidArgumentError("rendezvous address is empty");
+  return pool_->Run<bool>(
+             "publish rendezvous", TxKind::kTransaction,
+             [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
+               pqxx::result r = tx.exec_params(R"sql(
+                 UPDATE attempts t SET rendezvous = $2
+                 FROM assignments s
+                 WHERE s.token = $1 AND s.active AND s.rank = 0
+                   AND t.job_id = s.job_id AND t.attempt = s.attempt AND t.state = 'RUNNING'
+                 RETURNING t.job_id)sql",
+                                               attempt_token, address);
+               if (r.empty()) {
+                 return absl::FailedPreconditionError(
+                     "rendezvous: the token is not rank 0 of a running attempt (the attempt ended?)");
+               }
+               return true;
+             })
+      .status();
 }
 
 absl::StatusOr<std::map<std::string, int64_t>> PgJobStore::CountWorkersByState() {

@@ -62,6 +62,7 @@ class PgJobStore : public JobStore {
   absl::StatusOr<std::map<std::string, int64_t>> CountWorkersByState() override;
 
   absl::StatusOr<int> ExpireLeases(int max_attempts) override;
+  absl::Status PublishRendezvous(const std::string& attempt_token, const std::string& address) override;
   absl::StatusOr<std::string> StartNextAttempt() override;
 
   absl::StatusOr<std::vector<bool>> AppendProgress(const std::vector<ProgressReport>& reports) override;

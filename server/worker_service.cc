@@ -58,6 +58,13 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*, const bpnas
   return rpc.Done(grpc::Status::OK);
 }
 
+grpc::Status WorkerServiceImpl::PublishRendezvous(grpc::ServerContext*, const bpnas::v1::PublishRendezvousRequest* req,
+                                                  bpnas::v1::PublishRendezvousResponse*) {
+  ScopedRpc rpc(metrics_, "PublishRendezvous");
+  if (auto s = RequireToken(req->attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
+  return rpc.Done(ToGrpcStatus(store_->PublishRendezvous(req->attempt_token(), req->address())));
+}
+
 grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext*,
                                                  grpc::ServerReader<bpnas::v1::CheckpointChunk>* reader,
                                                  bpnas::v1::UploadCheckpointResponse* resp) {

@@ -423,6 +423,37 @@ TEST_F(ServiceTest, ACoordinatorRestartKeepsEveryJob) {
   EXPECT_EQ(again->job().id(), ids[1]);
 }
 
+TEST_F(ServiceTest, RankZeroPublishesTheRendezvousEveryRankSees) {
+  c_.reset();
+  options_.max_ranks = 2;
+  c_ = std::make_unique<Coordinator>(options_);
+  JobSpec spec = TinySpec();
+  spec.set_ranks(2);
+  auto sub = Submit(spec);
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  const std::string w0 = Register(), w1 = Register();
+  Assignment a = WaitForAssignment(w0), b = WaitForAssignment(w1);
+  ASSERT_EQ(a.job_id(), b.job_id());
+  ASSERT_EQ(a.world_size(), 2u);
+  const Assignment& rank0 = a.rank() == 0 ? a : b;
+  const Assignment& rank1 = a.rank() == 0 ? b : a;
+  const std::string& w_rank1 = a.rank() == 0 ? w1 : w0;
+  EXPECT_EQ(rank1.rendezvous(), "") << "nothing published yet";
+  auto publish = [&](const Assignment& who, const std::string& address) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    PublishRendezvousRequest req;
+    req.set_attempt_token(who.attempt_token());
+    req.set_address(address);
+    PublishRendezvousResponse resp;
+    return c_->worker_api->PublishRendezvous(&ctx, req, &resp);
+  };
+  EXPECT_EQ(publish(rank1, "10.0.0.2:1234").error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << "only rank 0 hosts the store";
+  ASSERT_TRUE(publish(rank0, "10.0.0.1:29500").ok());
+  EXPECT_EQ(Beat(w_rank1, rank1.attempt_token()).assignment().rendezvous(), "10.0.0.1:29500");
+}
+
 TEST_F(ServiceTest, UnknownJobsAreNotFoundAndEmptyIdsInvalid) {
   grpc::ClientContext ctx;
   Deadline(&ctx);

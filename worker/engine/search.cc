@@ -128,6 +128,7 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
   const int64_t steps = sampler.BatchesPerEpoch();
   sampler.StartEpoch();
   auto t0 = Clock::now();
+  const double elapsed_at_start = ev.elapsed_seconds;
   double ce_sum = 0;
   int64_t ce_n = 0, samples = 0;
   auto layers = net->searchable_layers();
@@ -158,6 +159,7 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
       ev.steps = steps;
       ev.cross_entropy = ce_sum / double(ce_n);
       ev.samples_per_second = samples / std::max(1e-9, Seconds(t0));
+      ev.elapsed_seconds = elapsed_at_start + Seconds(t0);
       ev.epoch_end = step == steps;
       options.progress(ev);
       ce_sum = 0;
