@@ -237,6 +237,9 @@ class TimedStore : public JobStore {
   }
   absl::StatusOr<int> ExpireLeases(int max_attempts) override { return base_->ExpireLeases(max_attempts); }
   absl::StatusOr<std::string> StartNextAttempt() override { return base_->StartNextAttempt(); }
+  absl::Status PublishRendezvous(const std::string& attempt_token, const std::string& address) override {
+    return base_->PublishRendezvous(attempt_token, address);
+  }
   absl::StatusOr<std::vector<Progress>> ListProgress(const std::string& job_id, ProgressCursor* cursor,
                                                      int limit) override {
     return base_->ListProgress(job_id, cursor, limit);
@@ -856,8 +859,12 @@ absl::Status RunBench(const Options& o) {
                                reporters_cpu / window, (process_cpu - reporters_cpu) / window,
                                coordinator ? " (coordinator, gRPC)" : " (gRPC)");
   if (!pg_pids.empty()) std::cout << absl::StrFormat(", PostgreSQL %.2f", pg_cpu / window);
-  std::cout << absl::StrFormat("; whole machine %.2f of %d\n", machine_busy / window,
-                               std::thread::hardware_concurrency());
+  // The rest of the machine's busy time is the kernel's own threads and other processes: a large
+  // value means the numbers above were measured on a shared machine.
+  std::cout << absl::StrFormat("; whole machine %.2f of %d (%.2f outside this process%s)\n", machine_busy / window,
+                               std::thread::hardware_concurrency(),
+                               (machine_busy - process_cpu - (pg_pids.empty() ? 0 : pg_cpu)) / window,
+                               pg_pids.empty() ? "" : " and PostgreSQL");
   if (coordinator) {
     std::vector<TimedStore::Append> appends = coordinator->store()->AppendsBetween(w.measure_from, w.measure_to);
     if (!appends.empty()) {
@@ -922,8 +929,10 @@ absl::Status RunBench(const Options& o) {
       std::cout << "pgbench: " << StatusToString(pg.status()) << "\n";
     } else {
       pgbench_rate = pg->inserts_per_second;
-      std::cout << absl::StrFormat("pgbench single-row inserts/s (%d clients): %.0f  (latency average %.2f ms)\n",
-                                   o.reporters, pg->inserts_per_second, pg->latency_average_ms);
+      std::cout << absl::StrFormat(
+          "pgbench single-row inserts/s (%d clients): %.0f  (one %d-byte row per transaction, latency average "
+          "%.2f ms)\n",
+          o.reporters, pg->inserts_per_second, sample.ByteSizeLong(), pg->latency_average_ms);
       std::cout << absl::StrFormat("ratio reports/s / pgbench inserts/s: %.2f\n", rate / pg->inserts_per_second);
     }
   }

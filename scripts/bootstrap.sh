@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev libabsl-dev
   libpqxx-dev libpq-dev postgresql
-  libtorch-dev zlib1g-dev
+  libtorch-dev libgloo-dev zlib1g-dev
   libcivetweb-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus

@@ -28,7 +28,7 @@ struct JobManagerOptions {
   absl::Duration heartbeat_interval = absl::Seconds(1);  // what workers are told to keep
   absl::Duration schedule_interval = absl::Milliseconds(500);
   int max_attempts = 3;      // attempts per job before it is FAILED
-  int max_ranks = 1;         // largest spec.ranks accepted (data-parallel ranks come later)
+  int max_ranks = 16;        // largest spec.ranks accepted
 };
 
 class JobManager {

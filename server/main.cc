@@ -31,7 +31,7 @@ ABSL_FLAG(int, db_wait_seconds, 30, "how long to wait for the database at start 
 ABSL_FLAG(double, lease_seconds, 15, "a worker silent this long loses its assignment (the job is re-queued)");
 ABSL_FLAG(int, heartbeat_ms, 1000, "heartbeat interval workers are told to keep");
 ABSL_FLAG(int, max_attempts, 3, "attempts per job before it is FAILED");
-ABSL_FLAG(int, max_ranks, 1, "largest number of data-parallel ranks a job may ask for");
+ABSL_FLAG(int, max_ranks, 16, "largest number of data-parallel ranks a job may ask for");
 ABSL_FLAG(int, progress_writers, 2, "threads committing batched progress reports");
 
 namespace {

@@ -91,8 +91,11 @@ class Cluster : public ::testing::Test {
     const std::string dir = mkdtemp(tmpl);
     chmod(dir.c_str(), 0755);  // PostgreSQL runs as its own user when the tests run as root
     state_ = dir + "/state";
-    grpc_port_ = PickFreePort();
+    // Workers serve /metrics on the ports after the coordinator's HTTP port: keep gRPC clear of them.
     http_port_ = PickFreePort();
+    do {
+      grpc_port_ = PickFreePort();
+    } while (grpc_port_ >= http_port_ && grpc_port_ <= http_port_ + 4);
     server_ = "127.0.0.1:" + std::to_string(grpc_port_);
     StartUp();
   }

@@ -11,6 +11,7 @@
 #include "common/grpc_status.h"
 #include "common/sha256.h"
 #include "common/status.h"
+#include "worker/collective.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/data.h"
 #include "worker/engine/progress.h"
@@ -24,6 +25,15 @@ struct WorkerAgent::Running {
   std::atomic<bool> stop{false};   // set by a STOP (cancel / attempt ended) or shutdown
   std::atomic<bool> done{false};   // the thread has finished
   std::thread thread;
+  std::mutex mu;
+  std::unique_ptr<Collective> collective;  // world_size > 1; guarded by mu
+
+  // Stops the search: the next step boundary sees `stop`, and a collective in flight is aborted.
+  void RequestStop() {
+    stop = true;
+    std::lock_guard<std::mutex> lock(mu);
+    if (collective) collective->Abort();
+  }
 };
 
 namespace {
@@ -95,6 +105,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
   while (!*stop) {
     // Reap a finished search.
     if (running_ != nullptr && running_->done) {
+      finished_token_ = running_->assignment.attempt_token();
       running_->thread.join();
       running_.reset();
       busy_->Set({}, 0);
@@ -120,7 +131,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
       connected_->Set({}, 0);
       if (s.error_code() == grpc::StatusCode::NOT_FOUND) {
         // The coordinator forgot us or declared us lost: whatever we run is no longer ours.
-        if (running_ != nullptr) running_->stop = true;
+        if (running_ != nullptr) running_->RequestStop();
         worker_id_.clear();
         Log("the coordinator does not know this worker any more; registering again");
         continue;
@@ -137,15 +148,16 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
     switch (resp.action()) {
       case bpnas::v1::HeartbeatResponse::RUN:
         if (running_ == nullptr) {
-          StartAssignment(resp.assignment());
+          // A rank > 0 that finished waits here until rank 0 ends the attempt: not again.
+          if (resp.assignment().attempt_token() != finished_token_) StartAssignment(resp.assignment());
         } else if (running_->assignment.attempt_token() != resp.assignment().attempt_token()) {
-          running_->stop = true;  // a different assignment: finish stopping this one first
+          running_->RequestStop();  // a different assignment: finish stopping this one first
         }
         break;
       case bpnas::v1::HeartbeatResponse::STOP:
         if (running_ != nullptr && !running_->stop) {
           Log(absl::StrCat("stopping job ", running_->assignment.job_id(), " (the coordinator ended its attempt)"));
-          running_->stop = true;
+          running_->RequestStop();
         }
         break;
       default:
@@ -158,7 +170,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
     }
   }
   if (running_ != nullptr) {
-    running_->stop = true;
+    running_->RequestStop();
     running_->thread.join();
     running_.reset();
   }
@@ -185,21 +197,30 @@ void WorkerAgent::RunAssignment(Running* r) {
     Log(absl::StrCat("job ", a.job_id(), " failed: ", StatusToString(s)));
     (void)Complete(r, false, StatusToString(s), "", bpnas::v1::SearchResult());
   };
-  if (a.world_size() != 1) {
-    fail(absl::UnimplementedError(absl::StrCat("this worker runs single-rank jobs only; got world size ", a.world_size())));
-    return;
-  }
+  const bool leader = a.rank() == 0;
   auto plan = PlanJob(spec);
   if (!plan.ok()) return fail(plan.status());
   auto data = LoadDataset(plan->spec.dataset(), plan->spec.seed());
   if (!data.ok()) return fail(data.status());
+  if (a.world_size() > 1) {
+    absl::Status joined = JoinRanks(r);
+    if (!joined.ok()) {
+      if (r->stop) return;
+      return fail(joined);
+    }
+  }
 
   int64_t step = 0;
   bool dropped_logged = false;
   RunOptions run;
   run.report_every = std::max(1, options_.report_every);
   run.should_stop = [r] { return r->stop.load(); };
+  {
+    std::lock_guard<std::mutex> lock(r->mu);
+    run.collective = r->collective.get();
+  }
   run.progress = [&](const ProgressEvent& ev) {
+    if (!leader) return;  // rank 0 speaks for the attempt
     bpnas::v1::ReportProgressRequest req;
     req.set_attempt_token(a.attempt_token());
     req.set_job_id(a.job_id());
@@ -222,7 +243,7 @@ void WorkerAgent::RunAssignment(Running* r) {
     if (resp.stop()) r->stop = true;
   };
   run.checkpoint_every_seconds = options_.checkpoint_every_seconds;
-  run.checkpoint = [&](const std::string& phase, const std::string& state) {
+  if (leader) run.checkpoint = [&](const std::string& phase, const std::string& state) {
     absl::Status up = UploadCheckpoint(r, step, state);
     checkpoints_->WithLabels({up.ok() ? "stored" : "failed"}).Inc();
     if (!up.ok()) Log(absl::StrCat("checkpoint (", phase, ") not stored: ", StatusToString(up)));
@@ -236,6 +257,12 @@ void WorkerAgent::RunAssignment(Running* r) {
     }
     return fail(model.status());
   }
+  if (!leader) {
+    // Rank 0 hands in the model (every rank holds the same one); this rank is done.
+    attempts_->WithLabels({"succeeded"}).Inc();
+    Log(absl::StrCat("job ", a.job_id(), " rank ", a.rank(), " done"));
+    return;
+  }
   const std::string bytes = SerializeModel(*model);
   absl::Status done = Complete(r, true, "", bytes, model->result());
   if (done.ok()) {
@@ -246,6 +273,67 @@ void WorkerAgent::RunAssignment(Running* r) {
     attempts_->WithLabels({"failed"}).Inc();
     Log(absl::StrCat("job ", a.job_id(), ": could not hand in the result: ", StatusToString(done)));
   }
+}
+
+absl::Status WorkerAgent::JoinRanks(Running* r) {
+  const auto& a = r->assignment;
+  CollectiveOptions o;
+  o.rank = int(a.rank());
+  o.world_size = int(a.world_size());
+  o.timeout = absl::Seconds(options_.collective_timeout_seconds);
+  o.interface_host = options_.advertise_host;
+  o.prefix = absl::StrCat(a.job_id(), "/", a.attempt(), "/");
+  std::unique_ptr<RendezvousHost> host;
+  if (o.rank == 0) {
+    BPNAS_ASSIGN_OR_RETURN(host, RendezvousHost::Listen(o));
+    bpnas::v1::PublishRendezvousRequest req;
+    req.set_attempt_token(a.attempt_token());
+    req.set_address(absl::StrCat(options_.advertise_host, ":", host->port()));
+    bpnas::v1::PublishRendezvousResponse resp;
+    grpc::ClientContext ctx;
+    Deadline(&ctx);
+    grpc::Status s = stub_->PublishRendezvous(&ctx, req, &resp);
+    if (!s.ok()) return FromGrpcStatus(s);
+  } else {
+    // Wait for rank 0's address in this rank's own heartbeats.
+    const auto give_up = std::chrono::steady_clock::now() + absl::ToChronoSeconds(o.timeout);
+    std::string address;
+    while (address.empty()) {
+      if (r->stop) return absl::CancelledError("stopped while waiting for rank 0");
+      if (std::chrono::steady_clock::now() > give_up) {
+        return absl::DeadlineExceededError(absl::StrCat("rank 0 did not publish its rendezvous within ",
+                                                        options_.collective_timeout_seconds, " s"));
+      }
+      bpnas::v1::HeartbeatRequest req;
+      req.set_worker_id(worker_id_);
+      req.set_attempt_token(a.attempt_token());
+      bpnas::v1::HeartbeatResponse resp;
+      grpc::ClientContext ctx;
+      Deadline(&ctx);
+      if (stub_->Heartbeat(&ctx, req, &resp).ok()) {
+        if (resp.action() == bpnas::v1::HeartbeatResponse::STOP) return absl::CancelledError("attempt ended");
+        if (resp.assignment().attempt_token() == a.attempt_token()) address = resp.assignment().rendezvous();
+      }
+      if (address.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    const auto colon = address.rfind(':');
+    o.store_host = address.substr(0, colon);
+    o.store_port = std::atoi(address.c_str() + colon + 1);
+  }
+  std::unique_ptr<Collective> collective;
+#ifdef BPNAS_WITH_NCCL
+  if (options_.device == bpnas::v1::GPU) {
+    BPNAS_ASSIGN_OR_RETURN(collective, CreateNcclCollective(o, std::move(host)));
+  }
+#endif
+  if (collective == nullptr) {
+    BPNAS_ASSIGN_OR_RETURN(collective, CreateGlooCollective(o, std::move(host)));
+  }
+  std::lock_guard<std::mutex> lock(r->mu);
+  r->collective = std::move(collective);
+  if (r->stop) r->collective->Abort();
+  Log(absl::StrCat("rank ", a.rank(), "/", a.world_size(), " joined its peers"));
+  return absl::OkStatus();
 }
 
 absl::Status WorkerAgent::UploadCheckpoint(Running* r, int64_t step, const std::string& state) {

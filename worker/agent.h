@@ -31,6 +31,10 @@ struct WorkerOptions {
   size_t chunk_bytes = 1 << 20;    // artifact upload chunk size
   double completion_retry_seconds = 600;  // how long to keep retrying an upload while the coordinator is away
   double checkpoint_every_seconds = 120;   // network state uploads during a search
+  // Data-parallel ranks: the address other ranks reach this worker's c10d store at (when it is
+  // rank 0), and the timeout of every collective and of the rendezvous.
+  std::string advertise_host = "127.0.0.1";
+  double collective_timeout_seconds = 60;
 };
 
 class WorkerAgent {
@@ -52,6 +56,9 @@ class WorkerAgent {
   absl::Status Complete(Running* r, bool succeeded, const std::string& error, const std::string& artifact,
                         const bpnas::v1::SearchResult& result);
   absl::Status UploadCheckpoint(Running* r, int64_t step, const std::string& state);
+  // Joins the attempt's other ranks (rank 0 hosts the store and publishes it through the
+  // coordinator; the others wait for it in their heartbeats).
+  absl::Status JoinRanks(Running* r);
   void Deadline(grpc::ClientContext* ctx) const;
 
   const WorkerOptions options_;
@@ -59,6 +66,7 @@ class WorkerAgent {
   std::string worker_id_;
   int heartbeat_ms_ = 1000;
   std::unique_ptr<Running> running_;
+  std::string finished_token_;  // the last assignment run to its end: not started again
 
   MetricsRegistry registry_;
   GaugeFamily* busy_;

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
+#include "worker/collective.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/barrier.h"
 #include "worker/engine/weights.h"
@@ -111,6 +112,71 @@ void StopIfAsked(const RunOptions& options) {
   if (options.should_stop && options.should_stop()) throw StopRequested{};
 }
 
+// Thrown when a collective fails (a rank is gone, a timeout, an abort); RunJob returns its status.
+struct CollectiveFailed {
+  absl::Status status;
+};
+
+int WorldSize(const RunOptions& options) { return options.collective ? options.collective->world_size() : 1; }
+int Rank(const RunOptions& options) { return options.collective ? options.collective->rank() : 0; }
+
+// Data parallel: averages the gradients of `params` and every floating-point buffer of `net` over
+// the ranks, in one collective. Buffers are running statistics updated linearly (EMA), so their
+// mean is the statistic of the union of the ranks' batches; averaging every step keeps them equal.
+void SyncStep(Supernet& net, const std::vector<torch::Tensor>& params, const RunOptions& options) {
+  if (WorldSize(options) == 1) return;
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) const_cast<torch::Tensor&>(p).mutable_grad() = torch::zeros_like(p);
+    tensors.push_back(p.grad());
+  }
+  for (const auto& b : net->buffers()) {
+    if (b.is_floating_point()) tensors.push_back(b);
+  }
+  absl::Status st = options.collective->AllReduceMean(tensors);
+  if (!st.ok()) throw CollectiveFailed{st};
+}
+
+// Every tensor of rank 0's network, on every rank (the start of a data-parallel run).
+void BroadcastNetwork(Supernet& net, const RunOptions& options) {
+  if (WorldSize(options) == 1) return;
+  torch::NoGradGuard guard;
+  std::vector<torch::Tensor> tensors;
+  for (const auto& p : net->parameters()) tensors.push_back(p.detach());
+  for (const auto& b : net->buffers()) tensors.push_back(b);
+  absl::Status st = options.collective->Broadcast(tensors, 0);
+  if (!st.ok()) throw CollectiveFailed{st};
+}
+
+// This rank's share of `indices`: every world_size-th element from position rank, cut to the same
+// length on every rank (so every rank runs the same number of steps).
+torch::Tensor Shard(const torch::Tensor& indices, const RunOptions& options) {
+  const int world = WorldSize(options);
+  if (world == 1) return indices;
+  const int64_t per_rank = indices.size(0) / world;
+  return indices.slice(0, Rank(options), indices.size(0), world).narrow(0, 0, per_rank);
+}
+
+// Accuracy in percent over the ranks' shards of `data`.
+double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions& options) {
+  if (WorldSize(options) == 1) return Evaluate(net, data);
+  torch::NoGradGuard guard;
+  net->eval();
+  const int world = WorldSize(options);
+  auto idx = torch::arange(Rank(options), data.size(), world, torch::kLong);
+  int64_t correct = 0;
+  for (int64_t i = 0; i < idx.size(0); i += 500) {
+    auto part = idx.narrow(0, i, std::min<int64_t>(500, idx.size(0) - i));
+    auto logits = net->forward(data.images.index_select(0, part));
+    correct += logits.argmax(1).eq(data.labels.index_select(0, part)).sum().item<int64_t>();
+  }
+  std::vector<torch::Tensor> counts = {torch::tensor({double(correct), double(idx.size(0))}, torch::kDouble)};
+  absl::Status st = options.collective->AllReduceSum(counts);
+  if (!st.ok()) throw CollectiveFailed{st};
+  const double total = counts[0][1].item<double>();
+  return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
+}
+
 void MaybeCheckpoint(const Supernet& net, const RunOptions& options, const std::string& phase) {
   if (!options.checkpoint) return;
   const auto now = Clock::now();
@@ -149,6 +215,7 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
     opt.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
     loss.backward();
+    SyncStep(net, net->WeightParameters(), options);
     opt.step();
     ++*global_step;
     ce_sum += loss.item<double>();
@@ -352,6 +419,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
 
   Supernet net(plan.graph, QuantOptionsFor(s));
   if (!s.init_weights().empty()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
+  BroadcastNetwork(net, options);
   const bool uniform = s.method() == bpnas::v1::UNIFORM;
   const bool linear = s.method() == bpnas::v1::LINEAR_PENALTY;
   const double budget = plan.has_budget ? plan.budget : 0.0;
@@ -376,8 +444,10 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   std::shuffle(perm.begin(), perm.end(), rng);
   auto all_idx = torch::tensor(perm);
   const int64_t n_arch = uniform ? 0 : std::max<int64_t>(1, int64_t(std::lround(n_train * s.dataset().arch_fraction())));
-  auto arch_idx = all_idx.narrow(0, 0, n_arch);
-  auto weight_idx = all_idx.narrow(0, n_arch, n_train - n_arch);
+  // Every rank draws the same permutation (same seed) and trains on its own shard of each part.
+  auto arch_idx = Shard(all_idx.narrow(0, 0, n_arch), options);
+  auto weight_idx = Shard(all_idx.narrow(0, n_arch, n_train - n_arch), options);
+  all_idx = Shard(all_idx, options);
   if (weight_idx.size(0) < 2 || (!uniform && arch_idx.size(0) < 1)) {
     return absl::InvalidArgumentError("dataset: too few training samples for a weight/architecture split");
   }
@@ -483,6 +553,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         auto wloss = torch::nn::functional::cross_entropy(
             net->forward(data.train.images.index_select(0, widx)), data.train.labels.index_select(0, widx));
         wloss.backward();
+        SyncStep(net, weight_params, options);
         wopt.step();
         ++global;
 
@@ -510,6 +581,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         auto prob1 = Prob1Regularizer(wp, ap);
         auto aloss = linear ? ce + barrier : ce + barrier + lambda * prob1;
         aloss.backward();
+        SyncStep(net, arch_params, options);
         aopt.step();
 
         acc.ce += wloss.item<double>();
@@ -570,7 +642,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
 
   // Evaluate.
   auto t0 = Clock::now();
-  const double accuracy = Evaluate(net, data.test);
+  const double accuracy = EvaluateAcrossRanks(net, data.test, options);
   add_phase_time("evaluate", Seconds(t0));
   result.set_test_accuracy(accuracy);
 
@@ -620,6 +692,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJob(const JobPlan& plan, const Data
     return RunJobUnchecked(plan, data, options);
   } catch (const StopRequested&) {
     return absl::CancelledError("stopped on request");
+  } catch (const CollectiveFailed& e) {
+    return e.status;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("search failed in LibTorch: ", e.what_without_backtrace()));
   } catch (const std::exception& e) {

@@ -28,6 +28,8 @@
 namespace bpnas {
 
 
+class Collective;  // worker/collective.h
+
 struct RunOptions {
   ProgressCallback progress;  // may be empty
   int report_every = 20;      // steps between progress events
@@ -40,6 +42,12 @@ struct RunOptions {
   std::function<void(const std::string& phase, const std::string& state)> checkpoint;
   double checkpoint_every_seconds = 120;
   mutable std::chrono::steady_clock::time_point last_checkpoint = std::chrono::steady_clock::now();
+  // Data parallel (may be null: one rank). Rank r trains on every world_size-th sample of each
+  // split; after every backward pass the gradients and the floating-point buffers (batch-norm and
+  // Scale-Clip running statistics) are averaged over the ranks in one collective, so every rank
+  // holds the same model; evaluation counts are summed. A failed collective ends the run with its
+  // status. Every rank must run the same spec.
+  Collective* collective = nullptr;
 };
 
 // Runs the job the plan describes on `data` and returns the finished artifact (result filled in).
