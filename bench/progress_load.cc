@@ -1,12 +1,12 @@
 // bpnas-load: how many durable progress reports per second the coordinator takes, and how fast.
 //
-// Plays --reporters workers. Each submits nothing itself: the bench submits one small job per
-// reporter, registers one worker per reporter and heartbeats it until the scheduler hands it an
-// assignment, so that every reporter holds the attempt token of a running job, as rank 0 of a real
-// job does. Then every reporter sends ReportProgress in a closed loop (one call in flight, a new
-// one as soon as the last returns, no training in between) for --warmup_seconds, then for
-// --seconds while being measured. A thread keeps every worker's lease alive at the heartbeat
-// interval the server asks for, as real workers do.
+// Plays --reporters workers. The bench submits one small job per reporter, registers one worker
+// per reporter and heartbeats it until the scheduler hands it an assignment, so that every
+// reporter holds the attempt token of a running job, as rank 0 of a real job does. Then every
+// reporter sends ReportProgress in a closed loop (one call in flight, a new one as soon as the last
+// returns, no training in between) for --warmup_seconds, then for --seconds while being measured.
+// A thread keeps every worker's lease alive at the heartbeat interval the server asks for, as real
+// workers do, so those heartbeats are part of the load.
 //
 // Printed: reports/s and latency percentiles over the measured window; a durability check (every
 // acknowledged report is a row of the progress table, per job, and no more); where the time went
@@ -20,9 +20,9 @@
 //   bpnas-load --server HOST:PORT --db DSN   # an external bpnas-server and the database it uses
 //
 // Against an existing database the bench leaves its jobs behind (cancelled, with their progress
-// rows); against an external server, use one with an empty queue: the bench refuses to report on a
-// job it did not submit. It is a benchmark, not a test: it exits 0 whenever it ran, and says
-// "TARGET MET" or "TARGET MISSED" on its last line.
+// rows; pgbench's table is dropped again); against an external server, use one with an empty
+// queue: the bench refuses to report on a job it did not submit. It is a benchmark, not a test: it
+// exits 0 whenever it ran, and says "TARGET MET" or "TARGET MISSED" on its last line.
 #include <pqxx/pqxx>
 #include <spawn.h>
 #include <stdlib.h>
@@ -92,7 +92,7 @@ ABSL_FLAG(int, deadline_ms, 5000, "deadline of each ReportProgress call");
 ABSL_FLAG(int, db_pool, 16, "in-process coordinator: database connections (bpnas-server --db_pool)");
 ABSL_FLAG(int, progress_writers, 2,
           "in-process coordinator: threads committing progress batches (bpnas-server --progress_writers)");
-ABSL_FLAG(int, grpc_max_pollers, 0,
+ABSL_FLAG(int, grpc_max_pollers, 128,
           "in-process coordinator: gRPC sync server MAX_POLLERS (0: gRPC's default). Threads beyond "
           "it exit after each call, so a low value means a thread created per blocked call");
 ABSL_FLAG(bool, discard_progress, false,
@@ -237,6 +237,7 @@ class TimedStore : public JobStore {
   }
   absl::StatusOr<int> ExpireLeases(int max_attempts) override { return base_->ExpireLeases(max_attempts); }
   absl::StatusOr<std::string> StartNextAttempt() override { return base_->StartNextAttempt(); }
+  absl::Status RenewAllLeases(absl::Duration lease) override { return base_->RenewAllLeases(lease); }
   absl::Status PublishRendezvous(const std::string& attempt_token, const std::string& address) override {
     return base_->PublishRendezvous(attempt_token, address);
   }
@@ -753,7 +754,9 @@ absl::Status RunBench(const Options& o) {
             << "  coordinator: "
             << (coordinator ? absl::StrCat("in-process on ", target, " (db_pool ", o.db_pool, ", progress_writers ",
                                            o.progress_writers,
-                                           o.grpc_max_pollers > 0 ? absl::StrCat(", grpc_max_pollers ", o.grpc_max_pollers) : "",
+                                           o.grpc_max_pollers > 0
+                                               ? absl::StrCat(", grpc_max_pollers ", o.grpc_max_pollers)
+                                               : "",
                                            o.discard_progress ? ", DISCARDING progress" : "",
                                            ")")
                             : absl::StrCat("external at ", target))
@@ -920,7 +923,6 @@ absl::Status RunBench(const Options& o) {
   // pgbench gets the machine to itself.
   coordinator.reset();
 
-  double pgbench_rate = -1;
   if (o.pgbench) {
     Progress sample;
     FillProgress(1, 1000, 60.0, &sample);
@@ -928,7 +930,6 @@ absl::Status RunBench(const Options& o) {
     if (!pg.ok()) {
       std::cout << "pgbench: " << StatusToString(pg.status()) << "\n";
     } else {
-      pgbench_rate = pg->inserts_per_second;
       std::cout << absl::StrFormat(
           "pgbench single-row inserts/s (%d clients): %.0f  (one %d-byte row per transaction, latency average "
           "%.2f ms)\n",
@@ -939,9 +940,9 @@ absl::Status RunBench(const Options& o) {
 
   if (postgres) BPNAS_RETURN_IF_ERROR(postgres->Stop());
   const bool met = rate >= kTargetReportsPerSecond && p99 < kTargetP99Ms && errors == 0;
-  std::cout << absl::StrFormat("%s (target: >= %.0f reports/s with p99 < %.0f ms and no errors; got %.0f reports/s, p99 %.2f ms)\n",
-                               met ? "TARGET MET" : "TARGET MISSED", kTargetReportsPerSecond, kTargetP99Ms, rate,
-                               p99);
+  std::cout << absl::StrFormat(
+      "%s (target: >= %.0f reports/s with p99 < %.0f ms and no errors; got %.0f reports/s, p99 %.2f ms)\n",
+      met ? "TARGET MET" : "TARGET MISSED", kTargetReportsPerSecond, kTargetP99Ms, rate, p99);
   return absl::OkStatus();
 }
 

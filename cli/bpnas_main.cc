@@ -54,7 +54,6 @@ constexpr char kUsage[] =
     "\n"
     "service commands (a coordinator: --server HOST:PORT or BPNAS_SERVER, default 127.0.0.1:50051):\n"
     "  up [--workers N] [--state DIR] [--db DSN] [--listen ADDR] [--http ADDR] [--threads T]\n"
-    "     [--checkpoint-seconds S]\n"
     "                                            private PostgreSQL + coordinator + N workers; Ctrl-C stops\n"
     "  submit SPEC.json [--wait] [--json] [--request-id ID]   queue a search; prints the job id\n"
     "  status JOB [--json]                       state, progress, result\n"

@@ -106,7 +106,7 @@ int PortOf(const std::string& address) {
 }  // namespace
 
 int CmdUp(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"workers", "state", "db", "listen", "http", "threads", "pg-port", "checkpoint-seconds"}, {});
+  auto args = ParseArgs(argc, argv, 2, {"workers", "state", "db", "listen", "http", "threads", "pg-port"}, {});
   if (!args.ok()) return Fail(args.status());
   if (!args->positional.empty()) return Fail(absl::InvalidArgumentError("up: takes no positional arguments"));
   int workers = 1, threads = 0, pg_port = 0;
@@ -119,8 +119,6 @@ int CmdUp(int argc, char** argv) {
   if (args->options.count("pg-port") && (!absl::SimpleAtoi(args->options["pg-port"], &pg_port) || pg_port < 0 || pg_port > 65535)) {
     return Fail(absl::InvalidArgumentError("--pg-port: a TCP port"));
   }
-  const std::string checkpoint_seconds =
-      args->options.count("checkpoint-seconds") ? args->options["checkpoint-seconds"] : "120";
   const std::string state = args->options.count("state") ? args->options["state"] : "bpnas-state";
   const std::string listen = args->options.count("listen") ? args->options["listen"] : "127.0.0.1:50051";
   const std::string http = args->options.count("http") ? args->options["http"] : "127.0.0.1:9464";
@@ -192,8 +190,7 @@ int CmdUp(int argc, char** argv) {
   for (int i = 0; i < workers; ++i) {
     auto w = Spawn(absl::StrCat("worker ", i),
                    {bin + "/bpnas-worker", "--server", listen, "--threads", absl::StrCat(threads), "--name",
-                    absl::StrCat("local-", i), "--http", absl::StrCat("127.0.0.1:", http_port + 1 + i),
-                    "--checkpoint_seconds", checkpoint_seconds},
+                    absl::StrCat("local-", i), "--http", absl::StrCat("127.0.0.1:", http_port + 1 + i)},
                    absl::StrCat(logs, "/worker-", i, ".log"));
     if (!w.ok()) {
       stop_all();

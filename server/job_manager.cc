@@ -56,6 +56,9 @@ absl::Status JobManager::ScheduleOnce() {
 void JobManager::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   if (thread_.joinable()) return;
+  // Workers could not heartbeat while no coordinator ran: give them a full lease to reconnect
+  // before any of them counts as lost. (If the store is unreachable, the scheduler says so.)
+  (void)store_->RenewAllLeases(options_.lease);
   stopping_ = false;
   thread_ = std::thread([this] { Loop(); });
 }

@@ -104,6 +104,11 @@ class JobStore {
 
   // ---- scheduling (called by the job manager only) ----
 
+  // Extends the lease of every worker not LOST to at least now + lease. Called when a coordinator
+  // starts: while no coordinator ran, workers could not heartbeat, and that must not count as
+  // silence.
+  virtual absl::Status RenewAllLeases(absl::Duration lease) = 0;
+
   // Workers whose lease has expired become LOST; every RUNNING attempt with an assignment on such a
   // worker ends (state LOST, error naming the worker), its other assignments become inactive, and
   // the job goes back to QUEUED, or to FAILED ("attempt N lost worker W; gave up after N

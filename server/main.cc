@@ -1,4 +1,5 @@
 // bpnas-server: the coordinator (DESIGN.md §1). Options come from flags here and nowhere else.
+#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -33,6 +34,9 @@ ABSL_FLAG(int, heartbeat_ms, 1000, "heartbeat interval workers are told to keep"
 ABSL_FLAG(int, max_attempts, 3, "attempts per job before it is FAILED");
 ABSL_FLAG(int, max_ranks, 16, "largest number of data-parallel ranks a job may ask for");
 ABSL_FLAG(int, progress_writers, 2, "threads committing batched progress reports");
+ABSL_FLAG(int, grpc_max_pollers, 128,
+          "gRPC threads kept polling (at least the number of calls expected in flight: a progress report "
+          "holds its thread until its batch commits, and threads above this are created per call)");
 
 namespace {
 
@@ -108,6 +112,8 @@ int Run() {
   builder.RegisterService(&workers);
   builder.SetMaxReceiveMessageSize(16 << 20);
   builder.SetMaxSendMessageSize(16 << 20);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              std::max(1, absl::GetFlag(FLAGS_grpc_max_pollers)));
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || grpc_port == 0) {
     std::cerr << "bpnas-server: cannot listen on --listen " << absl::GetFlag(FLAGS_listen)

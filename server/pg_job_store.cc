@@ -218,6 +218,13 @@ JobState RequeueOrFail(pqxx::transaction_base& tx, const std::string& job_id, in
                        int max_attempts, const std::string& why) {
   const bool give_up = attempt >= std::max(max_attempts, 1);
   const std::string error = give_up ? absl::StrCat(why, "; gave up after ", attempt, " attempts") : why;
+  // The next attempt resumes from the newest checkpoint and reports those steps again: what this
+  // attempt reported after that checkpoint is superseded, so every step is visible once.
+  tx.exec_params(R"sql(
+      UPDATE progress SET superseded = true
+      WHERE job_id = $1 AND attempt = $2 AND step > coalesce(
+          (SELECT max(step) FROM blobs WHERE job_id = $1 AND kind = 'CHECKPOINT' AND complete), 0))sql",
+                 job_id, attempt);
   tx.exec_params(
       "UPDATE jobs SET state = $2, error = $3, phase = CASE WHEN $2 = 'QUEUED' THEN '' ELSE phase END,"
       " updated_at = now() WHERE id = $1",
@@ -770,6 +777,20 @@ absl::StatusOr<HeartbeatResponse> PgJobStore::Heartbeat(const std::string& worke
         }
         return response;
       });
+}
+
+absl::Status PgJobStore::RenewAllLeases(absl::Duration lease) {
+  if (lease <= absl::ZeroDuration()) return absl::InvalidArgumentError("worker lease must be positive");
+  return pool_->Run<bool>(
+             "renew all leases", TxKind::kSingleStatement,
+             [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
+               tx.exec_params(
+                   "UPDATE workers SET lease_expires_at = greatest(lease_expires_at, "
+                   "now() + $1::double precision * interval '1 microsecond') WHERE state <> 'LOST'",
+                   Micros(lease));
+               return true;
+             })
+      .status();
 }
 
 absl::Status PgJobStore::PublishRendezvous(const std::string& attempt_token, const std::string& address) {

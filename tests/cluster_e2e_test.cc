@@ -81,7 +81,8 @@ std::string TinySpec(int epochs) {
     "dataset": {"kind": "synthetic", "synthetic_train": 1200, "synthetic_test": 300},
     "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
     "search": {"warmup_epochs": 1, "epochs": )") +
-         std::to_string(epochs) + R"(, "batch_size": 64}, "finetune": {"epochs": 1}, "threads": 1, "seed": 3})";
+         std::to_string(epochs) + R"(, "batch_size": 64}, "finetune": {"epochs": 1}, "threads": 1, "seed": 3,
+    "checkpoint_every_seconds": 1})";
 }
 
 class Cluster : public ::testing::Test {
@@ -109,7 +110,7 @@ class Cluster : public ::testing::Test {
       freopen(log.c_str(), "a", stderr);
       const std::string listen = server_, http = "127.0.0.1:" + std::to_string(http_port_);
       execl(Bin("bpnas").c_str(), "bpnas", "up", "--workers", "1", "--threads", "1", "--state", state_.c_str(),
-            "--listen", listen.c_str(), "--http", http.c_str(), "--checkpoint-seconds", "1", (char*)nullptr);
+            "--listen", listen.c_str(), "--http", http.c_str(), (char*)nullptr);
       _exit(127);
     }
     // Ready when the coordinator answers.
@@ -195,7 +196,7 @@ TEST_F(Cluster, CancelStopsTheRunningSearchAndFreesTheWorker) {
     std::this_thread::sleep_for(std::chrono::milliseconds(250));
   }
   ASSERT_EQ(job.state(), bpnas::v1::RUNNING);
-  // The worker uploads a checkpoint every second (--checkpoint-seconds 1) and says so in /metrics.
+  // The worker uploads a checkpoint every second (checkpoint_every_seconds: 1) and says so in /metrics.
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   auto worker_metrics = HttpGet("127.0.0.1", http_port_ + 1, "/metrics", 5000);
   ASSERT_TRUE(worker_metrics.ok()) << worker_metrics.status();

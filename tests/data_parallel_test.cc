@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <future>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -111,6 +112,73 @@ TEST(DataParallel, AStoppedRankEndsItsPeerInsteadOfHangingIt) {
   EXPECT_EQ(results[1].status().code(), absl::StatusCode::kCancelled);
   EXPECT_FALSE(results[0].ok()) << "rank 0 cannot finish without its peer";
   EXPECT_LT(s, 40) << "bounded by the collective timeout (30 s), not forever";
+}
+
+}  // namespace
+}  // namespace bpnas
+
+namespace bpnas {
+namespace {
+
+// A checkpoint holds the whole training state: a run resumed from one ends with exactly the model
+// of the run that never stopped (the same bits), from any phase.
+TEST(Checkpoint, ARunResumedFromAnyCheckpointEndsWithTheSameModel) {
+  bpnas::v1::JobSpec spec;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(R"({"model": {"name": "tiny"},
+    "dataset": {"kind": "synthetic", "synthetic_train": 900, "synthetic_test": 200},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3},
+    "search": {"warmup_epochs": 1, "epochs": 2, "batch_size": 64}, "finetune": {"epochs": 1},
+    "threads": 1, "seed": 9, "checkpoint_every_steps": 5, "checkpoint_every_seconds": 0})", &spec).ok());
+  auto plan = PlanJob(spec);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  auto data = LoadDataset(plan->spec.dataset(), plan->spec.seed());
+  ASSERT_TRUE(data.ok());
+
+  struct Saved {
+    std::string phase, state;
+    int64_t step;
+  };
+  std::vector<Saved> saved;
+  std::vector<int64_t> reported_steps;
+  RunOptions options;
+  options.report_every = 1;
+  options.checkpoint = [&](const std::string& phase, const std::string& state, int64_t step) {
+    saved.push_back({phase, state, step});
+  };
+  options.progress = [&](const ProgressEvent& ev) { reported_steps.push_back(ev.job_step); };
+  auto full = RunJob(*plan, *data, options);
+  ASSERT_TRUE(full.ok()) << full.status();
+  for (size_t i = 1; i < reported_steps.size(); ++i) ASSERT_LT(reported_steps[i - 1], reported_steps[i]);
+  std::set<std::string> phases;
+  for (const auto& s : saved) phases.insert(s.phase);
+  ASSERT_EQ(phases, (std::set<std::string>{"warmup", "search", "finetune"})) << "checkpoints in every phase";
+
+  auto comparable = [](bpnas::v1::QuantizedModel m) {
+    m.mutable_result()->clear_phase_times();
+    m.clear_checksum();
+    return SerializeModel(m);
+  };
+  const std::string want = comparable(*full);
+  for (const std::string phase : {"warmup", "search", "finetune"}) {
+    const Saved* pick = nullptr;
+    for (const auto& s : saved) {
+      if (s.phase == phase) pick = &s;  // the last one of the phase
+    }
+    RunOptions resume;
+    resume.resume_from = pick->state;
+    std::vector<int64_t> steps;
+    resume.report_every = 1;
+    resume.progress = [&](const ProgressEvent& ev) { steps.push_back(ev.job_step); };
+    auto resumed = RunJob(*plan, *data, resume);
+    ASSERT_TRUE(resumed.ok()) << resumed.status();
+    EXPECT_TRUE(comparable(*resumed) == want) << "resumed from " << phase << " at step " << pick->step;
+    ASSERT_FALSE(steps.empty());
+    EXPECT_EQ(steps.front(), pick->step + 1) << "the resumed run continues the step count";
+  }
+
+  RunOptions bad;
+  bad.resume_from = "not a checkpoint";
+  EXPECT_EQ(RunJob(*plan, *data, bad).status().code(), absl::StatusCode::kDataLoss);
 }
 
 }  // namespace

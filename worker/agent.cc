@@ -52,6 +52,11 @@ WorkerAgent::WorkerAgent(WorkerOptions options) : options_(std::move(options)) {
   grpc::ChannelArguments ch;
   ch.SetMaxSendMessageSize(16 << 20);
   ch.SetMaxReceiveMessageSize(16 << 20);
+  // Reconnect within about a second once a restarted coordinator is back: gRPC's default backoff
+  // grows to minutes, longer than a lease, and the worker would be declared lost meanwhile.
+  ch.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  ch.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  ch.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   stub_ = bpnas::v1::WorkerService::NewStub(
       grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), ch));
   busy_ = registry_.AddGauge("bpnas_worker_busy", "1 while the worker runs an assignment.");
@@ -193,6 +198,13 @@ void WorkerAgent::RunAssignment(Running* r) {
   bpnas::v1::JobSpec spec = a.spec();
   if (options_.threads > 0) spec.set_threads(uint32_t(options_.threads));
   auto fail = [&](const absl::Status& s) {
+    // A rank whose peer stopped sees its collective fail before its own heartbeat says STOP: if the
+    // coordinator has ended the attempt, this is a stop, not a failure to report.
+    if (r->stop || !AttemptStillActive(r)) {
+      attempts_->WithLabels({"stopped"}).Inc();
+      Log(absl::StrCat("job ", a.job_id(), " stopped"));
+      return;
+    }
     attempts_->WithLabels({"failed"}).Inc();
     Log(absl::StrCat("job ", a.job_id(), " failed: ", StatusToString(s)));
     (void)Complete(r, false, StatusToString(s), "", bpnas::v1::SearchResult());
@@ -210,7 +222,6 @@ void WorkerAgent::RunAssignment(Running* r) {
     }
   }
 
-  int64_t step = 0;
   bool dropped_logged = false;
   RunOptions run;
   run.report_every = std::max(1, options_.report_every);
@@ -224,7 +235,7 @@ void WorkerAgent::RunAssignment(Running* r) {
     bpnas::v1::ReportProgressRequest req;
     req.set_attempt_token(a.attempt_token());
     req.set_job_id(a.job_id());
-    *req.mutable_progress() = ToProgressProto(plan->spec, ev, ++step);
+    *req.mutable_progress() = ToProgressProto(plan->spec, ev, ev.job_step);
     req.mutable_progress()->set_attempt(a.attempt());
     samples_per_second_->Set({}, ev.samples_per_second);
     bpnas::v1::ReportProgressResponse resp;
@@ -242,12 +253,19 @@ void WorkerAgent::RunAssignment(Running* r) {
     steps_reported_->WithLabels({"stored"}).Inc();
     if (resp.stop()) r->stop = true;
   };
-  run.checkpoint_every_seconds = options_.checkpoint_every_seconds;
-  if (leader) run.checkpoint = [&](const std::string& phase, const std::string& state) {
-    absl::Status up = UploadCheckpoint(r, step, state);
-    checkpoints_->WithLabels({up.ok() ? "stored" : "failed"}).Inc();
-    if (!up.ok()) Log(absl::StrCat("checkpoint (", phase, ") not stored: ", StatusToString(up)));
-  };
+  if (leader) {
+    run.checkpoint = [&](const std::string& phase, const std::string& state, int64_t job_step) {
+      absl::Status up = UploadCheckpoint(r, job_step, state);
+      checkpoints_->WithLabels({up.ok() ? "stored" : "failed"}).Inc();
+      if (!up.ok()) Log(absl::StrCat("checkpoint (", phase, ") not stored: ", StatusToString(up)));
+    };
+  }
+  if (a.has_checkpoint()) {
+    auto state = FetchCheckpoint(r);
+    if (!state.ok()) return fail(state.status());
+    Log(absl::StrCat("job ", a.job_id(), " resumes from its checkpoint at step ", state->first));
+    run.resume_from = std::move(state->second);
+  }
   auto model = RunJob(*plan, *data, run);
   if (!model.ok()) {
     if (model.status().code() == absl::StatusCode::kCancelled && r->stop) {
@@ -273,6 +291,19 @@ void WorkerAgent::RunAssignment(Running* r) {
     attempts_->WithLabels({"failed"}).Inc();
     Log(absl::StrCat("job ", a.job_id(), ": could not hand in the result: ", StatusToString(done)));
   }
+}
+
+bool WorkerAgent::AttemptStillActive(Running* r) {
+  bpnas::v1::HeartbeatRequest req;
+  req.set_worker_id(worker_id_);
+  req.set_attempt_token(r->assignment.attempt_token());
+  bpnas::v1::HeartbeatResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(&ctx);
+  grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
+  if (!s.ok()) return s.error_code() != grpc::StatusCode::NOT_FOUND;  // unknown: assume active
+  return resp.action() == bpnas::v1::HeartbeatResponse::RUN &&
+         resp.assignment().attempt_token() == r->assignment.attempt_token();
 }
 
 absl::Status WorkerAgent::JoinRanks(Running* r) {
@@ -334,6 +365,25 @@ absl::Status WorkerAgent::JoinRanks(Running* r) {
   if (r->stop) r->collective->Abort();
   Log(absl::StrCat("rank ", a.rank(), "/", a.world_size(), " joined its peers"));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::pair<int64_t, std::string>> WorkerAgent::FetchCheckpoint(Running* r) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
+  bpnas::v1::FetchCheckpointRequest req;
+  req.set_attempt_token(r->assignment.attempt_token());
+  auto stream = stub_->FetchCheckpoint(&ctx, req);
+  bpnas::v1::CheckpointChunk chunk;
+  std::pair<int64_t, std::string> out{0, ""};
+  bool first = true;
+  while (stream->Read(&chunk)) {
+    if (first) out.first = chunk.step();
+    first = false;
+    out.second += chunk.data();
+  }
+  grpc::Status s = stream->Finish();
+  if (!s.ok()) return FromGrpcStatus(s);
+  return out;
 }
 
 absl::Status WorkerAgent::UploadCheckpoint(Running* r, int64_t step, const std::string& state) {

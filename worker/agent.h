@@ -13,8 +13,10 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "bpnas/v1/service.grpc.pb.h"
 #include "common/metrics.h"
 
@@ -30,7 +32,6 @@ struct WorkerOptions {
   int report_every = 10;           // training steps between progress reports
   size_t chunk_bytes = 1 << 20;    // artifact upload chunk size
   double completion_retry_seconds = 600;  // how long to keep retrying an upload while the coordinator is away
-  double checkpoint_every_seconds = 120;   // network state uploads during a search
   // Data-parallel ranks: the address other ranks reach this worker's c10d store at (when it is
   // rank 0), and the timeout of every collective and of the rendezvous.
   std::string advertise_host = "127.0.0.1";
@@ -56,9 +57,13 @@ class WorkerAgent {
   absl::Status Complete(Running* r, bool succeeded, const std::string& error, const std::string& artifact,
                         const bpnas::v1::SearchResult& result);
   absl::Status UploadCheckpoint(Running* r, int64_t step, const std::string& state);
+  // The latest checkpoint of the assignment's job: (job step, training state).
+  absl::StatusOr<std::pair<int64_t, std::string>> FetchCheckpoint(Running* r);
   // Joins the attempt's other ranks (rank 0 hosts the store and publishes it through the
   // coordinator; the others wait for it in their heartbeats).
   absl::Status JoinRanks(Running* r);
+  // Asks the coordinator whether the assignment's attempt is still running.
+  bool AttemptStillActive(Running* r);
   void Deadline(grpc::ClientContext* ctx) const;
 
   const WorkerOptions options_;

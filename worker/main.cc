@@ -21,7 +21,6 @@ ABSL_FLAG(int, report_every, 10, "training steps between progress reports");
 ABSL_FLAG(std::string, advertise_host, "127.0.0.1",
           "address the other ranks of a job reach this worker at when it is rank 0");
 ABSL_FLAG(double, collective_timeout_seconds, 60, "timeout of every collective and of the rendezvous");
-ABSL_FLAG(double, checkpoint_seconds, 120, "seconds between checkpoint uploads during a search");
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -52,15 +51,10 @@ int main(int argc, char** argv) {
   o.threads = absl::GetFlag(FLAGS_threads);
   o.name = absl::GetFlag(FLAGS_name);
   o.report_every = absl::GetFlag(FLAGS_report_every);
-  o.checkpoint_every_seconds = absl::GetFlag(FLAGS_checkpoint_seconds);
   o.advertise_host = absl::GetFlag(FLAGS_advertise_host);
   o.collective_timeout_seconds = absl::GetFlag(FLAGS_collective_timeout_seconds);
   if (!(o.collective_timeout_seconds > 0)) {
     std::cerr << "bpnas-worker: --collective_timeout_seconds must be positive\n";
-    return 2;
-  }
-  if (!(o.checkpoint_every_seconds > 0)) {
-    std::cerr << "bpnas-worker: --checkpoint_seconds must be positive\n";
     return 2;
   }
   bpnas::WorkerAgent agent(o);

@@ -19,6 +19,7 @@ struct ProgressEvent {
   int epochs = 0;
   int64_t step = 0;   // 1-based within the epoch
   int64_t steps = 0;
+  int64_t job_step = 0; // training steps of the whole job so far (continues across a resume)
   double cross_entropy = 0;
   double barrier = 0;        // mu * psi (upper + lower band), architecture steps only
   double prob1 = 0;          // R

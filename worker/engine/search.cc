@@ -5,8 +5,13 @@
 #include <torch/nn/functional.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/sgd.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 
 #include <algorithm>
+#include <functional>
+#include <memory>
+#include <sstream>
 #include <chrono>
 #include <cmath>
 #include <random>
@@ -42,7 +47,8 @@ class BatchSampler {
     std::vector<int64_t> perm(indices_.size(0));
     for (size_t i = 0; i < perm.size(); ++i) perm[i] = int64_t(i);
     std::shuffle(perm.begin(), perm.end(), rng_);
-    order_ = indices_.index_select(0, torch::tensor(perm));
+    perm_ = torch::tensor(perm, torch::kLong);
+    order_ = indices_.index_select(0, perm_);
     cursor_ = 0;
   }
   // The next batch's sample indices; wraps into a new epoch when exhausted.
@@ -57,10 +63,37 @@ class BatchSampler {
     return b;
   }
 
+  // The position (shuffle RNG, this epoch's permutation, cursor). The permutation is of positions
+  // in `indices`, not of samples, so it is the same on every rank (same seed, equal shard sizes):
+  // rank 0's checkpoint restores every rank's position in its own shard.
+  void Save(torch::serialize::OutputArchive& a, const std::string& key) const {
+    std::ostringstream rng;
+    rng << rng_;
+    a.write(key + ".rng", c10::IValue(rng.str()));
+    a.write(key + ".cursor", c10::IValue(cursor_));
+    a.write(key + ".perm", perm_.defined() ? perm_ : torch::empty({0}, torch::kLong));
+  }
+  void Load(torch::serialize::InputArchive& a, const std::string& key) {
+    c10::IValue rng, cursor;
+    a.read(key + ".rng", rng);
+    a.read(key + ".cursor", cursor);
+    std::istringstream in(rng.toStringRef());
+    in >> rng_;
+    cursor_ = cursor.toInt();
+    a.read(key + ".perm", perm_);
+    if (perm_.numel() == 0) {
+      perm_ = torch::Tensor();
+      order_ = torch::Tensor();
+    } else {
+      order_ = indices_.index_select(0, perm_);
+    }
+  }
+
  private:
   torch::Tensor indices_;
   int batch_size_;
   std::mt19937_64 rng_;
+  torch::Tensor perm_;
   torch::Tensor order_;
   int64_t cursor_ = 0;
 };
@@ -177,30 +210,54 @@ double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions&
   return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
 }
 
-void MaybeCheckpoint(const Supernet& net, const RunOptions& options, const std::string& phase) {
-  if (!options.checkpoint) return;
-  const auto now = Clock::now();
-  if (std::chrono::duration<double>(now - options.last_checkpoint).count() < options.checkpoint_every_seconds) return;
-  options.last_checkpoint = now;
-  auto state = SerializeNetworkState(net);
-  if (state.ok()) options.checkpoint(phase, *state);
+// Where a run stands. Every checkpoint saves it; a resumed run continues at exactly this step.
+enum Phase : int {
+  kWarmup = 0,
+  kSearch = 1,
+  kWeights = 2,  // the fine-tune, or the uniform baseline's training
+  kDone = 3,
+};
+const char* PhaseName(int phase, bool uniform_train) {
+  switch (phase) {
+    case kWarmup: return "warmup";
+    case kSearch: return "search";
+    case kWeights: return uniform_train ? "train" : "finetune";
+    default: return "evaluate";
+  }
 }
 
-// Trains weights only for one epoch (warm-up, fine-tune, uniform baseline).
-void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sampler,
-                       torch::optim::SGD& opt, double base_lr, int64_t* global_step, int64_t total_steps,
-                       std::mt19937_64* sample_rng, ProgressEvent ev, const RunOptions& options) {
+struct Schedule {
+  int phase = kWarmup;
+  int epoch = 1;               // 1-based, within the phase
+  int64_t step = 1;            // the next step of the epoch to run
+  bool epoch_started = false;  // the epoch's shuffle is drawn (it is part of the saved sampler)
+  int64_t global = 0;          // warm-up + search weight steps so far (their cosine schedule)
+  int64_t search_step = 0;
+  int64_t weights_step = 0;    // steps of the fine-tune / uniform schedule so far
+  int64_t job_step = 0;        // every training step of the job so far (keys progress reports)
+};
+
+// Runs at the top of every training step: stops if asked, checkpoints when one is due.
+using BetweenSteps = std::function<void()>;
+
+// Trains weights only for the rest of epoch sched->epoch, from step sched->step (warm-up,
+// fine-tune, uniform baseline).
+void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sampler, torch::optim::SGD& opt,
+                       double base_lr, int64_t* global_step, int64_t total_steps, std::mt19937_64* sample_rng,
+                       ProgressEvent ev, Schedule* sched, const BetweenSteps& between, const RunOptions& options) {
   net->train();
   const int64_t steps = sampler.BatchesPerEpoch();
-  sampler.StartEpoch();
+  if (!sched->epoch_started) {
+    sampler.StartEpoch();
+    sched->epoch_started = true;
+  }
   auto t0 = Clock::now();
   const double elapsed_at_start = ev.elapsed_seconds;
   double ce_sum = 0;
   int64_t ce_n = 0, samples = 0;
   auto layers = net->searchable_layers();
-  for (int64_t step = 1; step <= steps; ++step) {
-    StopIfAsked(options);
-    MaybeCheckpoint(net, options, ev.phase);
+  for (; sched->step <= steps; ++sched->step) {
+    between();
     if (sample_rng != nullptr) {  // sampled warm-up: every branch gets trained
       for (auto l : layers) {
         std::uniform_int_distribution<int> wi(0, int(l->weight_bits().size()) - 1);
@@ -218,12 +275,15 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
     SyncStep(net, net->WeightParameters(), options);
     opt.step();
     ++*global_step;
+    ++sched->job_step;
     ce_sum += loss.item<double>();
     ++ce_n;
     samples += idx.size(0);
+    const int64_t step = sched->step;
     if (options.progress && (step % options.report_every == 0 || step == steps)) {
       ev.step = step;
       ev.steps = steps;
+      ev.job_step = sched->job_step;
       ev.cross_entropy = ce_sum / double(ce_n);
       ev.samples_per_second = samples / std::max(1e-9, Seconds(t0));
       ev.elapsed_seconds = elapsed_at_start + Seconds(t0);
@@ -233,25 +293,27 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
       ce_n = 0;
     }
   }
+  sched->epoch_started = false;
   if (sample_rng != nullptr) UnpinAll(net);
 }
 
 // Trains weights only for `epochs` epochs over `indices` of `train` (SGD, cosine from `lr`, a
-// sampler seeded with `sampler_seed`). `event` carries the phase and cost ratios to report;
-// elapsed times count from `since`.
+// sampler seeded with `sampler_seed`); no checkpoints. `event` carries the phase to report.
 void TrainWeightsEpochs(Supernet& net, const JobSpec& s, const Dataset& train, const torch::Tensor& indices,
                         int batch_size, uint64_t sampler_seed, int epochs, double lr, ProgressEvent event,
                         Clock::time_point since, const RunOptions& options) {
   if (epochs <= 0) return;
   BatchSampler sampler(indices, batch_size, sampler_seed);
   auto opt = MakeSgd(net->WeightParameters(), lr, s);
-  int64_t step = 0;
   const int64_t total = sampler.BatchesPerEpoch() * epochs;
+  Schedule sched;
+  int64_t step = 0;
+  BetweenSteps between = [&] { StopIfAsked(options); };
   event.epochs = epochs;
-  for (int e = 1; e <= epochs; ++e) {
-    event.epoch = e;
+  for (sched.epoch = 1; sched.epoch <= epochs; ++sched.epoch, sched.step = 1) {
+    event.epoch = sched.epoch;
     event.elapsed_seconds = Seconds(since);
-    TrainWeightsEpoch(net, train, sampler, opt, lr, &step, total, nullptr, event, options);
+    TrainWeightsEpoch(net, train, sampler, opt, lr, &step, total, nullptr, event, &sched, between, options);
   }
 }
 
@@ -419,9 +481,9 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
 
   Supernet net(plan.graph, QuantOptionsFor(s));
   if (!s.init_weights().empty()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
-  BroadcastNetwork(net, options);
   const bool uniform = s.method() == bpnas::v1::UNIFORM;
   const bool linear = s.method() == bpnas::v1::LINEAR_PENALTY;
+  const bool uniform_train = uniform && !s.finetune().from_init();  // same total epochs as a search
   const double budget = plan.has_budget ? plan.budget : 0.0;
 
   bpnas::v1::SearchResult result;
@@ -455,65 +517,182 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   auto weight_params = net->WeightParameters();
   auto arch_params = net->ArchitectureParameters();
 
-  // Fine-tune a fixed network on the whole training set. Every method that fine-tunes goes through
-  // here with the same sampler seed, so equal configurations get equal fine-tunes.
-  auto finetune = [&](const DerivedConfig& derived) -> absl::Status {
-    auto t0 = Clock::now();
-    if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
-    ProgressEvent event;
-    event.phase = "finetune";
-    event.expected_ratio = event.argmax_ratio =
-        budget > 0 ? plan.cost_model.Exact(derived.weight_bits, derived.activation_bits) / budget : 0.0;
-    event.feasible = event.expected_ratio <= 1.0;
-    TrainWeightsEpochs(net, s, data.train, all_idx, int(s.finetune().batch_size()), s.seed() + 3,
-                       int(s.finetune().epochs()), s.finetune().lr(), event, t_job, options);
-    add_phase_time("finetune", Seconds(t0));
+  // Training state: the search's samplers and optimizers, and those of the weights phase (created
+  // when it starts). All of it goes into checkpoints.
+  Schedule sched;
+  std::unique_ptr<BatchSampler> wsampler, asampler;
+  std::unique_ptr<torch::optim::SGD> wopt;
+  std::unique_ptr<torch::optim::Adam> aopt;
+  int64_t steps_per_epoch = 0, total_weight_steps = 0;
+  if (!uniform) {
+    wsampler = std::make_unique<BatchSampler>(weight_idx, int(sp.batch_size()), s.seed() + 1);
+    asampler = std::make_unique<BatchSampler>(arch_idx, int(sp.batch_size()), s.seed() + 2);
+    steps_per_epoch = wsampler->BatchesPerEpoch();
+    total_weight_steps = steps_per_epoch * (sp.warmup_epochs() + sp.epochs());
+    wopt = std::make_unique<torch::optim::SGD>(MakeSgd(weight_params, sp.weight_lr(), s));
+    aopt = std::make_unique<torch::optim::Adam>(arch_params,
+                                                torch::optim::AdamOptions(sp.arch_lr()).betas({0.5, 0.999}));
+  } else {
+    sched.phase = kWeights;
+    for (auto l : net->searchable_layers()) l->Pin(0, 0);
+  }
+  // The weights phase: the uniform baseline's training, or the fine-tune of the derived network.
+  // Every method that fine-tunes uses the same sampler seed, so equal configurations get equal
+  // fine-tunes.
+  const int weights_epochs = uniform_train ? int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs())
+                                           : int(s.finetune().epochs());
+  const double weights_lr = uniform_train ? sp.weight_lr() : s.finetune().lr();
+  std::unique_ptr<BatchSampler> fsampler;
+  std::unique_ptr<torch::optim::SGD> fopt;
+  auto make_weights_phase = [&] {
+    fsampler = std::make_unique<BatchSampler>(all_idx,
+                                              int(uniform_train ? sp.batch_size() : s.finetune().batch_size()),
+                                              s.seed() + (uniform_train ? 1 : 3));
+    fopt = std::make_unique<torch::optim::SGD>(MakeSgd(weight_params, weights_lr, s));
+  };
+  DerivedConfig derived;
+  if (uniform) {
+    for (auto l : net->searchable_layers()) {
+      derived.weight_index.push_back(0);
+      derived.activation_index.push_back(0);
+      derived.weight_bits.push_back(l->weight_bits()[0]);
+      derived.activation_bits.push_back(l->activation_bits()[0]);
+    }
+  }
+
+  // ---- checkpoints ----
+  auto save = [&]() -> std::string {
+    torch::NoGradGuard guard;
+    torch::serialize::OutputArchive a;
+    for (const auto& p : net->named_parameters()) a.write("net." + p.key(), p.value().detach());
+    for (const auto& b : net->named_buffers()) a.write("net." + b.key(), b.value(), /*is_buffer=*/true);
+    auto write_optimizer = [&](const std::string& key, torch::optim::Optimizer* opt) {
+      if (opt == nullptr) return;
+      torch::serialize::OutputArchive o;
+      opt->save(o);
+      a.write(key, o);
+    };
+    write_optimizer("wopt", wopt.get());
+    write_optimizer("aopt", aopt.get());
+    write_optimizer("fopt", fopt.get());
+    if (wsampler) wsampler->Save(a, "wsampler");
+    if (asampler) asampler->Save(a, "asampler");
+    if (fsampler) fsampler->Save(a, "fsampler");
+    std::ostringstream r;
+    r << rng;
+    a.write("rng", c10::IValue(r.str()));
+    a.write("sched", torch::tensor({int64_t(sched.phase), int64_t(sched.epoch), sched.step,
+                                    int64_t(sched.epoch_started), sched.global, sched.search_step,
+                                    sched.weights_step, sched.job_step},
+                                   torch::kLong));
+    a.write("derived.w", torch::tensor(std::vector<int64_t>(derived.weight_index.begin(), derived.weight_index.end()),
+                                       torch::kLong));
+    a.write("derived.a", torch::tensor(std::vector<int64_t>(derived.activation_index.begin(),
+                                                            derived.activation_index.end()),
+                                       torch::kLong));
+    a.write("result", c10::IValue(result.SerializeAsString()));
+    std::ostringstream out;
+    a.save_to(out);
+    return out.str();
+  };
+  auto restore = [&](const std::string& bytes) -> absl::Status {
+    torch::NoGradGuard guard;
+    torch::serialize::InputArchive a;
+    std::istringstream in(bytes);
+    a.load_from(in);
+    for (auto& p : net->named_parameters()) {
+      torch::Tensor v;
+      a.read("net." + p.key(), v);
+      p.value().copy_(v);
+    }
+    for (auto& b : net->named_buffers()) {
+      torch::Tensor v;
+      a.read("net." + b.key(), v, /*is_buffer=*/true);
+      b.value().copy_(v);
+    }
+    torch::Tensor sv;
+    a.read("sched", sv);
+    if (sv.numel() != 8) return absl::DataLossError("checkpoint: malformed schedule");
+    auto sa = sv.accessor<int64_t, 1>();
+    sched.phase = int(sa[0]);
+    sched.epoch = int(sa[1]);
+    sched.step = sa[2];
+    sched.epoch_started = sa[3] != 0;
+    sched.global = sa[4];
+    sched.search_step = sa[5];
+    sched.weights_step = sa[6];
+    sched.job_step = sa[7];
+    c10::IValue r;
+    a.read("rng", r);
+    std::istringstream rs(r.toStringRef());
+    rs >> rng;
+    auto read_optimizer = [&](const std::string& key, torch::optim::Optimizer* opt) {
+      if (opt == nullptr) return;
+      torch::serialize::InputArchive o;
+      if (a.try_read(key, o)) opt->load(o);
+    };
+    read_optimizer("wopt", wopt.get());
+    read_optimizer("aopt", aopt.get());
+    if (wsampler) wsampler->Load(a, "wsampler");
+    if (asampler) asampler->Load(a, "asampler");
+    if (sched.phase >= kWeights) {
+      make_weights_phase();
+      read_optimizer("fopt", fopt.get());
+      fsampler->Load(a, "fsampler");
+      torch::Tensor dw, da;
+      a.read("derived.w", dw);
+      a.read("derived.a", da);
+      derived = DerivedConfig();
+      auto layers = net->searchable_layers();
+      if (dw.numel() != int64_t(layers.size()) || da.numel() != int64_t(layers.size())) {
+        return absl::DataLossError("checkpoint: derived configuration does not fit the model");
+      }
+      for (size_t i = 0; i < layers.size(); ++i) {
+        derived.weight_index.push_back(int(dw[i].item<int64_t>()));
+        derived.activation_index.push_back(int(da[i].item<int64_t>()));
+        derived.weight_bits.push_back(layers[i]->weight_bits()[derived.weight_index[i]]);
+        derived.activation_bits.push_back(layers[i]->activation_bits()[derived.activation_index[i]]);
+      }
+      PinAll(net, derived);
+    }
+    c10::IValue res;
+    a.read("result", res);
+    if (!result.ParseFromString(res.toStringRef())) return absl::DataLossError("checkpoint: malformed result");
     return absl::OkStatus();
   };
-
-  if (uniform) {
-    for (auto l : net->searchable_layers()) l->Pin(0, 0);
-    if (s.finetune().from_init()) {
-      // Exactly a search's fine-tune, from the same starting weights.
-      DerivedConfig d;
-      for (auto l : net->searchable_layers()) {
-        d.weight_index.push_back(0);
-        d.activation_index.push_back(0);
-        d.weight_bits.push_back(l->weight_bits()[0]);
-        d.activation_bits.push_back(l->activation_bits()[0]);
-      }
-      BPNAS_RETURN_IF_ERROR(finetune(d));
-    } else {
-      // Same total epochs as a search.
-      auto t0 = Clock::now();
-      ProgressEvent event;
-      event.phase = "train";
-      if (plan.has_budget) {
-        event.expected_ratio = event.argmax_ratio = plan.min_cost / budget;
-        event.feasible = plan.min_cost <= budget;
-      }
-      TrainWeightsEpochs(net, s, data.train, all_idx, int(sp.batch_size()), s.seed() + 1,
-                         int(sp.warmup_epochs() + sp.epochs() + s.finetune().epochs()), sp.weight_lr(), event,
-                         t_job, options);
-      add_phase_time("train", Seconds(t0));
+  const bool resumed = !options.resume_from.empty();
+  if (resumed) {
+    try {
+      BPNAS_RETURN_IF_ERROR(restore(options.resume_from));
+    } catch (const c10::Error& e) {
+      return absl::DataLossError(absl::StrCat("checkpoint does not fit this job: ", e.what_without_backtrace()));
     }
-  } else {
-    SetFeasibleStart(net, plan.cost_model, budget, sp.start_ratio());
-    int64_t global = 0;
-    BatchSampler wsampler(weight_idx, int(sp.batch_size()), s.seed() + 1);
-    BatchSampler asampler(arch_idx, int(sp.batch_size()), s.seed() + 2);
-    const int64_t steps_per_epoch = wsampler.BatchesPerEpoch();
-    const int64_t total_weight_steps = steps_per_epoch * (sp.warmup_epochs() + sp.epochs());
-    auto wopt = MakeSgd(weight_params, sp.weight_lr(), s);
-    torch::optim::Adam aopt(arch_params, torch::optim::AdamOptions(sp.arch_lr()).betas({0.5, 0.999}));
+  }
+  BroadcastNetwork(net, options);
 
-    // Warm-up: weights only.
+  auto last_checkpoint = Clock::now();
+  int64_t last_checkpoint_step = sched.job_step;
+  BetweenSteps between = [&] {
+    StopIfAsked(options);
+    if (!options.checkpoint) return;
+    const bool by_time = s.checkpoint_every_seconds() > 0 && Seconds(last_checkpoint) >= s.checkpoint_every_seconds();
+    const bool by_steps = s.checkpoint_every_steps() > 0 &&
+                          sched.job_step - last_checkpoint_step >= int64_t(s.checkpoint_every_steps());
+    if (!by_time && !by_steps) return;
+    last_checkpoint = Clock::now();
+    last_checkpoint_step = sched.job_step;
+    options.checkpoint(PhaseName(sched.phase, uniform_train), save(), sched.job_step);
+  };
+
+  // ---- warm-up: weights only, sampled bit configurations ----
+  if (sched.phase == kWarmup) {
+    if (!resumed) SetFeasibleStart(net, plan.cost_model, budget, sp.start_ratio());
     auto t0 = Clock::now();
     SetRequiresGrad(arch_params, false);
-    for (int e = 1; e <= int(sp.warmup_epochs()); ++e) {
+    for (; sched.epoch <= int(sp.warmup_epochs()); ++sched.epoch, sched.step = 1) {
       ProgressEvent ev;
       ev.phase = "warmup";
-      ev.epoch = e;
+      ev.epoch = sched.epoch;
       ev.epochs = int(sp.warmup_epochs());
       {
         torch::NoGradGuard g;
@@ -522,46 +701,53 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
       ev.argmax_ratio = ArgmaxRatio(net, plan.cost_model, budget);
       ev.feasible = ev.expected_ratio <= 1.0;
       ev.elapsed_seconds = Seconds(t_job);
-      TrainWeightsEpoch(net, data.train, wsampler, wopt, sp.weight_lr(), &global, total_weight_steps,
-                        sp.sampled_warmup() ? &rng : nullptr, ev, options);
+      TrainWeightsEpoch(net, data.train, *wsampler, *wopt, sp.weight_lr(), &sched.global, total_weight_steps,
+                        sp.sampled_warmup() ? &rng : nullptr, ev, &sched, between, options);
     }
     add_phase_time("warmup", Seconds(t0));
+    sched.phase = kSearch;
+    sched.epoch = 1;
+    sched.step = 1;
+  }
 
-    // Search: alternate weight and architecture steps.
-    t0 = Clock::now();
+  // ---- search: alternate weight and architecture steps ----
+  if (sched.phase == kSearch) {
+    auto t0 = Clock::now();
     const int64_t search_steps = steps_per_epoch * sp.epochs();
-    int64_t search_step = 0;
-    for (int e = 1; e <= int(sp.epochs()); ++e) {
+    for (; sched.epoch <= int(sp.epochs()); ++sched.epoch, sched.step = 1) {
       net->train();
-      wsampler.StartEpoch();
+      if (!sched.epoch_started) {
+        wsampler->StartEpoch();
+        sched.epoch_started = true;
+      }
       auto te = Clock::now();
       StepLosses acc;
       int64_t acc_n = 0, samples = 0;
-      for (int64_t step = 1; step <= steps_per_epoch; ++step, ++search_step) {
-        StopIfAsked(options);
-        MaybeCheckpoint(net, options, "search");
-        const double progress = double(search_step) / double(std::max<int64_t>(1, search_steps - 1));
+      for (; sched.step <= steps_per_epoch; ++sched.step, ++sched.search_step) {
+        between();
+        const int64_t step = sched.step;
+        const double progress = double(sched.search_step) / double(std::max<int64_t>(1, search_steps - 1));
         const double t = BarrierT(progress, sp.barrier_t_start(), sp.barrier_t_end());
         const double lambda = Prob1Lambda(progress, sp.prob1_start(), sp.prob1_lambda());
 
         // Weight step.
         SetRequiresGrad(arch_params, false);
         SetRequiresGrad(weight_params, true);
-        auto widx = wsampler.Next();
-        SetLearningRate(wopt, CosineLr(sp.weight_lr(), global, total_weight_steps));
-        wopt.zero_grad();
+        auto widx = wsampler->Next();
+        SetLearningRate(*wopt, CosineLr(sp.weight_lr(), sched.global, total_weight_steps));
+        wopt->zero_grad();
         auto wloss = torch::nn::functional::cross_entropy(
             net->forward(data.train.images.index_select(0, widx)), data.train.labels.index_select(0, widx));
         wloss.backward();
         SyncStep(net, weight_params, options);
-        wopt.step();
-        ++global;
+        wopt->step();
+        ++sched.global;
 
         // Architecture step.
         SetRequiresGrad(weight_params, false);
         SetRequiresGrad(arch_params, true);
-        auto aidx = asampler.Next();
-        aopt.zero_grad();
+        auto aidx = asampler->Next();
+        aopt->zero_grad();
         auto ce = torch::nn::functional::cross_entropy(
             net->forward(data.train.images.index_select(0, aidx)), data.train.labels.index_select(0, aidx));
         auto ratio = ExpectedCostRatio(net, plan.cost_model, budget);
@@ -582,7 +768,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         auto aloss = linear ? ce + barrier : ce + barrier + lambda * prob1;
         aloss.backward();
         SyncStep(net, arch_params, options);
-        aopt.step();
+        aopt->step();
+        ++sched.job_step;
 
         acc.ce += wloss.item<double>();
         acc.barrier += barrier.item<double>();
@@ -593,10 +780,11 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         if (options.progress && (step % options.report_every == 0 || step == steps_per_epoch)) {
           ProgressEvent ev;
           ev.phase = "search";
-          ev.epoch = e;
+          ev.epoch = sched.epoch;
           ev.epochs = int(sp.epochs());
           ev.step = step;
           ev.steps = steps_per_epoch;
+          ev.job_step = sched.job_step;
           ev.cross_entropy = acc.ce / double(acc_n);
           ev.barrier = acc.barrier / double(acc_n);
           ev.prob1 = acc.prob1 / double(acc_n);
@@ -613,6 +801,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
           acc_n = 0;
         }
       }
+      sched.epoch_started = false;
     }
     SetRequiresGrad(weight_params, true);
     SetRequiresGrad(arch_params, false);
@@ -629,15 +818,42 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
       }
       result.set_prob1_at_derive(Prob1Regularizer(wp, ap).item<double>());
     }
-    DerivedConfig derived = DeriveArgmax(net);
+    derived = DeriveArgmax(net);
     result.set_argmax_cost_at_derive(plan.cost_model.Exact(derived.weight_bits, derived.activation_bits));
     // The linear-penalty baseline is reported as it comes out: no repair.
     const std::string note = linear ? "" : RepairToBudget(net, plan.cost_model, budget, &derived);
     result.set_repaired(!note.empty());
     result.set_repair_note(note);
     PinAll(net, derived);
+    sched.phase = kWeights;
+    sched.epoch = 1;
+    sched.step = 1;
+  }
 
-    BPNAS_RETURN_IF_ERROR(finetune(derived));
+  // ---- weights phase: fine-tune the fixed network (or train the uniform baseline) ----
+  if (sched.phase == kWeights) {
+    auto t0 = Clock::now();
+    if (fsampler == nullptr) {  // entering it now (not resumed inside it)
+      if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
+      make_weights_phase();
+    }
+    ProgressEvent event;
+    event.phase = PhaseName(kWeights, uniform_train);
+    if (plan.has_budget) {
+      event.expected_ratio = event.argmax_ratio =
+          plan.cost_model.Exact(derived.weight_bits, derived.activation_bits) / budget;
+      event.feasible = event.expected_ratio <= 1.0;
+    }
+    event.epochs = weights_epochs;
+    const int64_t total = fsampler->BatchesPerEpoch() * weights_epochs;
+    for (; sched.epoch <= weights_epochs; ++sched.epoch, sched.step = 1) {
+      event.epoch = sched.epoch;
+      event.elapsed_seconds = Seconds(t_job);
+      TrainWeightsEpoch(net, data.train, *fsampler, *fopt, weights_lr, &sched.weights_step, total, nullptr, event,
+                        &sched, between, options);
+    }
+    add_phase_time(event.phase, Seconds(t0));
+    sched.phase = kDone;
   }
 
   // Evaluate.
@@ -675,6 +891,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     ProgressEvent ev;
     ev.phase = "evaluate";
     ev.epoch = ev.epochs = 1;
+    ev.job_step = sched.job_step + 1;
     ev.elapsed_seconds = Seconds(t_job);
     ev.expected_ratio = ev.argmax_ratio = plan.has_budget ? result.cost() / budget : 0;
     ev.feasible = result.within_budget();

@@ -36,12 +36,14 @@ struct RunOptions {
   // Polled before every training step (may be empty). Once it returns true, RunJob stops at that
   // step and returns CANCELLED. Must be cheap and thread-safe (e.g. read an atomic flag).
   std::function<bool()> should_stop;
-  // Called between steps, at most every checkpoint_every_seconds, with the phase and the serialized
-  // network state (weights, architecture logits, batch-norm statistics; SerializeNetworkState).
-  // May be empty. Resuming from such a state is not built yet.
-  std::function<void(const std::string& phase, const std::string& state)> checkpoint;
-  double checkpoint_every_seconds = 120;
-  mutable std::chrono::steady_clock::time_point last_checkpoint = std::chrono::steady_clock::now();
+  // Called between steps when a checkpoint is due (spec.checkpoint_every_seconds /
+  // checkpoint_every_steps) with the phase, the complete training state (network, optimizers,
+  // samplers, RNG, schedule position: pass it back as resume_from to continue exactly there) and
+  // the job step it was taken at. May be empty: no checkpoints.
+  std::function<void(const std::string& phase, const std::string& state, int64_t job_step)> checkpoint;
+  // A checkpoint's state: the run continues from it instead of starting afresh. DATA_LOSS if it
+  // does not fit the job.
+  std::string resume_from;
   // Data parallel (may be null: one rank). Rank r trains on every world_size-th sample of each
   // split; after every backward pass the gradients and the floating-point buffers (batch-norm and
   // Scale-Clip running statistics) are averaged over the ranks in one collective, so every rank

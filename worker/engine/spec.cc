@@ -214,6 +214,10 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   if (!s.has_seed()) s.set_seed(1);
   if (!s.has_threads()) s.set_threads(0);
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("threads", s.threads(), 0, 1024));
+  if (!s.has_checkpoint_every_seconds()) s.set_checkpoint_every_seconds(120);
+  BPNAS_RETURN_IF_ERROR(CheckRange<double>("checkpoint_every_seconds", s.checkpoint_every_seconds(), 0, 86400));
+  if (!s.has_checkpoint_every_steps()) s.set_checkpoint_every_steps(0);
+  BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("checkpoint_every_steps", s.checkpoint_every_steps(), 0, 100000000));
   return s;
 }
 

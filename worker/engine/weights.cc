@@ -4,7 +4,6 @@
 #include <torch/serialize/output-archive.h>
 
 #include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 
@@ -25,19 +24,6 @@ absl::Status SaveWeights(const Supernet& net, const std::string& path) {
     return absl::InternalError(absl::StrCat(path, ": cannot write weights: ", e.what_without_backtrace()));
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::string> SerializeNetworkState(const Supernet& net) {
-  try {
-    torch::serialize::OutputArchive archive;
-    for (const auto& p : net->named_parameters()) archive.write(p.key(), p.value().detach());
-    for (const auto& b : net->named_buffers()) archive.write(b.key(), b.value(), /*is_buffer=*/true);
-    std::ostringstream out;
-    archive.save_to(out);
-    return out.str();
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("cannot serialize the network: ", e.what_without_backtrace()));
-  }
 }
 
 absl::Status LoadWeights(Supernet& net, const std::string& path) {

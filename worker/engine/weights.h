@@ -20,10 +20,6 @@ absl::Status SaveWeights(const Supernet& net, const std::string& path);
 // missing or has another shape (a different model or width).
 absl::Status LoadWeights(Supernet& net, const std::string& path);
 
-// Every tensor of the network (weights, architecture logits, buffers) as bytes in LibTorch's
-// archive format: what a worker uploads as a checkpoint.
-absl::StatusOr<std::string> SerializeNetworkState(const Supernet& net);
-
 // Trains the unquantized (FP32) network of the plan for `epochs` epochs (SGD, cosine from `lr`)
 // on the whole training split and returns its test accuracy in percent.
 absl::StatusOr<double> PretrainFp32(const JobPlan& plan, const DataSplits& data, int epochs, double lr,
