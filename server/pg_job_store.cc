@@ -242,6 +242,43 @@ enum class TxKind {
   kSingleStatement,  // autocommit: for a function that runs exactly one statement
 };
 
+// AppendProgress's statement, prepared on every pooled connection. $1 tokens, $2 steps, $3 phases,
+// $4 bodies (hex), as arrays of equal length; returns the (0-based) indices of the reports whose
+// attempt is running.
+constexpr char kAppendProgressStatement[] = "append_progress";
+constexpr char kAppendProgressSql[] = R"sql(
+    WITH input (idx, token, step, phase, body) AS (
+      SELECT t.ord - 1, t.token, t.step, t.phase, decode(t.body_hex, 'hex')
+      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[])
+           WITH ORDINALITY AS t (token, step, phase, body_hex, ord)),
+    -- The running attempts the tokens belong to. Their jobs are locked (in id order, like every
+    -- other writer) so that a concurrent cancel or completion either comes first, and these
+    -- reports are refused, or waits for them.
+    live AS (
+      SELECT s.token, s.job_id, s.attempt
+      FROM assignments s JOIN jobs j ON j.id = s.job_id
+      WHERE s.token IN (SELECT token FROM input) AND s.active
+        AND j.state = 'RUNNING' AND j.attempts = s.attempt
+      ORDER BY j.id
+      FOR NO KEY UPDATE OF j),
+    stored AS (
+      INSERT INTO progress (job_id, attempt, step, phase, body)
+      SELECT DISTINCT ON (l.job_id, l.attempt, i.step) l.job_id, l.attempt, i.step, i.phase, i.body
+      FROM input i JOIN live l ON l.token = i.token
+      ORDER BY l.job_id, l.attempt, i.step, i.idx
+      ON CONFLICT (job_id, attempt, step) DO NOTHING
+      RETURNING job_id, attempt, step, phase),
+    newest AS (
+      SELECT DISTINCT ON (job_id) job_id, attempt, step, phase
+      FROM stored ORDER BY job_id, attempt DESC, step DESC),
+    phase_update AS (
+      UPDATE jobs j SET phase = n.phase
+      FROM newest n
+      WHERE j.id = n.job_id AND j.phase <> n.phase
+        AND NOT EXISTS (SELECT 1 FROM progress p
+                        WHERE p.job_id = n.job_id AND p.attempt = n.attempt AND p.step > n.step))
+    SELECT idx FROM input WHERE token IN (SELECT token FROM live))sql";
+
 class PgConnectionPool {
  public:
   template <typename T>
@@ -337,7 +374,9 @@ class PgConnectionPool {
     }
     *reused = false;
     try {
-      return std::make_unique<pqxx::connection>(connect_dsn_);
+      auto conn = std::make_unique<pqxx::connection>(connect_dsn_);
+      conn->prepare(kAppendProgressStatement, kAppendProgressSql);
+      return conn;
     } catch (const std::exception& e) {
       {
         std::lock_guard<std::mutex> lock(mu_);
@@ -929,63 +968,65 @@ absl::StatusOr<std::string> PgJobStore::StartNextAttempt() {
 
 // ---- progress ----
 
+namespace {
+
+// A PostgreSQL array literal of `items` ({"a","b"}), each element quoted with " and \ escaped.
+std::string ArrayLiteral(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ',';
+    out += '"';
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+std::string Hex(const std::string& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * bytes.size());
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<bool>> PgJobStore::AppendProgress(const std::vector<ProgressReport>& reports) {
   if (reports.empty()) return std::vector<bool>();
-  // One statement for the whole batch (the hot path: one round trip and one commit). Parameters:
-  // per report i, $(3i+1) token, $(3i+2) step, $(3i+3) phase as text; then the bodies as bytea.
+  // The hot path: one prepared statement (kAppendProgressSql, parsed and planned once per
+  // connection) for the whole batch, i.e. one round trip and one commit. The batch travels as four
+  // arrays: tokens, steps, phases, bodies (hex).
   const size_t n = reports.size();
-  std::vector<std::string> text;
-  std::vector<pqxx::binarystring> bodies;
-  std::vector<std::string> values;
-  text.reserve(3 * n);
+  std::vector<std::string> tokens, steps, phases, bodies;
+  tokens.reserve(n);
+  steps.reserve(n);
+  phases.reserve(n);
   bodies.reserve(n);
-  values.reserve(n);
-  for (size_t i = 0; i < n; ++i) {
-    const ProgressReport& report = reports[i];
-    values.push_back(absl::StrCat("(", i, ", $", 3 * i + 1, "::text, $", 3 * i + 2, "::bigint, $", 3 * i + 3,
-                                  "::text, $", 3 * n + i + 1, "::bytea)"));
-    text.push_back(report.attempt_token);
-    text.push_back(std::to_string(report.progress.step()));
-    text.push_back(report.progress.phase());
+  for (const ProgressReport& report : reports) {
+    tokens.push_back(report.attempt_token);
+    steps.push_back(std::to_string(report.progress.step()));
+    phases.push_back(report.progress.phase());
     std::string body;
     if (!report.progress.SerializeToString(&body)) return absl::InternalError("cannot serialize progress");
-    bodies.emplace_back(body.data(), body.size());
+    bodies.push_back(Hex(body));
   }
-  const std::string sql = absl::StrCat(R"sql(
-    WITH input (idx, token, step, phase, body) AS (VALUES )sql",
-                                       absl::StrJoin(values, ", "), R"sql(),
-    -- The running attempts the tokens belong to. Their jobs are locked (in id order, like every
-    -- other writer) so that a concurrent cancel or completion either comes first, and these
-    -- reports are refused, or waits for them.
-    live AS (
-      SELECT s.token, s.job_id, s.attempt
-      FROM assignments s JOIN jobs j ON j.id = s.job_id
-      WHERE s.token IN (SELECT token FROM input) AND s.active
-        AND j.state = 'RUNNING' AND j.attempts = s.attempt
-      ORDER BY j.id
-      FOR NO KEY UPDATE OF j),
-    stored AS (
-      INSERT INTO progress (job_id, attempt, step, phase, body)
-      SELECT DISTINCT ON (l.job_id, l.attempt, i.step) l.job_id, l.attempt, i.step, i.phase, i.body
-      FROM input i JOIN live l ON l.token = i.token
-      ORDER BY l.job_id, l.attempt, i.step, i.idx
-      ON CONFLICT (job_id, attempt, step) DO NOTHING
-      RETURNING job_id, attempt, step, phase),
-    newest AS (
-      SELECT DISTINCT ON (job_id) job_id, attempt, step, phase
-      FROM stored ORDER BY job_id, attempt DESC, step DESC),
-    phase_update AS (
-      UPDATE jobs j SET phase = n.phase
-      FROM newest n
-      WHERE j.id = n.job_id AND j.phase <> n.phase
-        AND NOT EXISTS (SELECT 1 FROM progress p
-                        WHERE p.job_id = n.job_id AND p.attempt = n.attempt AND p.step > n.step))
-    SELECT idx FROM input WHERE token IN (SELECT token FROM live))sql");
+  const std::string a_tokens = ArrayLiteral(tokens), a_steps = ArrayLiteral(steps),
+                    a_phases = ArrayLiteral(phases), a_bodies = ArrayLiteral(bodies);
   auto append = [&](pqxx::transaction_base& tx) -> absl::StatusOr<std::vector<bool>> {
-    pqxx::result r = tx.exec_params(sql, pqxx::prepare::make_dynamic_params(text),
-                                    pqxx::prepare::make_dynamic_params(bodies));
+    pqxx::result r = tx.exec_prepared(kAppendProgressStatement, a_tokens, a_steps, a_phases, a_bodies);
     std::vector<bool> running(n, false);
-    for (const pqxx::row& row : r) running[row[0].as<size_t>()] = true;
+    for (const pqxx::row& row : r) {
+      const size_t idx = row[0].as<size_t>();
+      if (idx < n) running[idx] = true;
+    }
     return running;
   };
   return pool_->Run<std::vector<bool>>("append progress", TxKind::kSingleStatement, append);

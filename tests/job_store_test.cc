@@ -401,6 +401,20 @@ TEST_F(JobStoreTest, AppendProgressStoresARepeatOnceAndRefusesAStaleToken) {
   EXPECT_TRUE(rows.empty());
 }
 
+TEST_F(JobStoreTest, AppendProgressTakesAnyBytesInTokensAndPhasesWithoutSpoilingTheBatch) {
+  Running r = StartOneRankJob("odd-bytes");
+  // Tokens and phases travel as array literals: quotes, backslashes, commas and braces must not
+  // break the batch for the other reports in it.
+  ASSERT_OK_AND_ASSIGN(std::vector<bool> running,
+                       store_->AppendProgress({Report("a\"b\\c,{d}", 1, "x", 0),
+                                               Report(r.token, 5, "we\"ird,{phase}\\", 1.5)}));
+  EXPECT_EQ(running, std::vector<bool>({false, true}));
+  ProgressCursor cursor;
+  ASSERT_OK_AND_ASSIGN(std::vector<Progress> rows, store_->ListProgress(r.job_id, &cursor, 100));
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].phase(), "we\"ird,{phase}\\");
+}
+
 TEST_F(JobStoreTest, ListProgressPagesInStepOrder) {
   Running r = StartOneRankJob("pages");
   std::vector<ProgressReport> batch;
