@@ -415,6 +415,24 @@ TEST_F(JobStoreTest, AppendProgressTakesAnyBytesInTokensAndPhasesWithoutSpoiling
   EXPECT_EQ(rows[0].phase(), "we\"ird,{phase}\\");
 }
 
+TEST_F(JobStoreTest, ProgressAfterTheLastCheckpointOfAFailedAttemptIsSuperseded) {
+  Running r = StartOneRankJob("superseded");
+  ASSERT_OK(store_->AppendProgress({Report(r.token, 10, "search", 1), Report(r.token, 20, "search", 1),
+                                    Report(r.token, 30, "search", 1)})
+                .status());
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<BlobWriter> w, store_->BeginCheckpoint(r.token, 20));
+  ASSERT_OK(w->Append("state"));
+  ASSERT_OK(w->Finish(Sha256Hex("state")).status());
+  // The attempt fails: the next one resumes at step 20, so step 30 will be reported again.
+  ASSERT_OK_AND_ASSIGN(JobState state, store_->CompleteAttempt(r.token, false, "boom", SearchResult(), 0, 3));
+  EXPECT_EQ(state, bpnas::v1::QUEUED);
+  ProgressCursor cursor;
+  ASSERT_OK_AND_ASSIGN(std::vector<Progress> rows, store_->ListProgress(r.job_id, &cursor, 100));
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].step(), 10);
+  EXPECT_EQ(rows[1].step(), 20);
+}
+
 TEST_F(JobStoreTest, ListProgressPagesInStepOrder) {
   Running r = StartOneRankJob("pages");
   std::vector<ProgressReport> batch;
