@@ -424,7 +424,8 @@ TEST_F(JobStoreTest, ProgressAfterTheLastCheckpointOfAFailedAttemptIsSuperseded)
   ASSERT_OK(w->Append("state"));
   ASSERT_OK(w->Finish(Sha256Hex("state")).status());
   // The attempt fails: the next one resumes at step 20, so step 30 will be reported again.
-  ASSERT_OK_AND_ASSIGN(JobState state, store_->CompleteAttempt(r.token, false, "boom", SearchResult(), 0, 3));
+  ASSERT_OK_AND_ASSIGN(bpnas::v1::JobState state,
+                       store_->CompleteAttempt(r.token, false, "boom", SearchResult(), 0, 3));
   EXPECT_EQ(state, bpnas::v1::QUEUED);
   ProgressCursor cursor;
   ASSERT_OK_AND_ASSIGN(std::vector<Progress> rows, store_->ListProgress(r.job_id, &cursor, 100));
