@@ -97,7 +97,7 @@ TEST(DataParallel, TwoRanksEndWithTheSameModelWithinBudget) {
   auto acc = EvaluateQuantizedModel(*results[0], data->test);
   ASSERT_TRUE(acc.ok());
   EXPECT_NEAR(*acc, results[0]->result().test_accuracy(), 0.21);  // rounding of folded batch norm
-  EXPECT_GT(results[0]->result().test_accuracy(), 50.0) << "it learned something";
+  EXPECT_GT(results[0]->result().test_accuracy(), 30.0) << "it learned something (chance: 10%)";
 }
 
 TEST(DataParallel, AStoppedRankEndsItsPeerInsteadOfHangingIt) {
