@@ -70,16 +70,15 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& listen) {
 void WriteResponse(mg_connection* conn, bool head, const HttpResponse& response,
                    const char* extra_headers = "") {
   const char* reason = mg_get_response_code_text(conn, response.status);
-  mg_printf(conn,
-            "HTTP/1.1 %d %s\r\n"
-            "Content-Type: %s\r\n"
-            "Content-Length: %zu\r\n"
-            "Cache-Control: no-store\r\n"
-            "%s"
-            "Connection: close\r\n"
-            "\r\n",
-            response.status, reason != nullptr ? reason : "", response.content_type.c_str(),
-            response.body.size(), extra_headers);
+  // Formatted here rather than with mg_printf: its vsnprintf needs more stack than civetweb's worker
+  // threads have left once libraries with large thread-local storage are linked in (seen with the
+  // CUDA runtime and NCCL in the worker: a segfault inside vsnprintf).
+  const std::string header = absl::StrCat("HTTP/1.1 ", response.status, " ", reason != nullptr ? reason : "",
+                                          "\r\nContent-Type: ", response.content_type,
+                                          "\r\nContent-Length: ", response.body.size(),
+                                          "\r\nCache-Control: no-store\r\n", extra_headers,
+                                          "Connection: close\r\n\r\n");
+  mg_write(conn, header.data(), header.size());
   if (!head && !response.body.empty()) mg_write(conn, response.body.data(), response.body.size());
 }
 
