@@ -53,9 +53,11 @@ WorkerAgent::WorkerAgent(WorkerOptions options) : options_(std::move(options)) {
   ch.SetMaxSendMessageSize(16 << 20);
   ch.SetMaxReceiveMessageSize(16 << 20);
   // Reconnect within about a second once a restarted coordinator is back: gRPC's default backoff
-  // grows to minutes, longer than a lease, and the worker would be declared lost meanwhile.
+  // grows to minutes, longer than a lease, and the worker would be declared lost meanwhile. The
+  // "min" value is also how long one connection attempt may take: keep it generous, or attempts to
+  // a coordinator that is busy starting are cut off ("tcp handshaker shutdown") again and again.
   ch.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
-  ch.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 200);
+  ch.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 2000);
   ch.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   stub_ = bpnas::v1::WorkerService::NewStub(
       grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), ch));
@@ -131,6 +133,9 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
     bpnas::v1::HeartbeatResponse resp;
     grpc::ClientContext ctx;
     Deadline(&ctx);
+    // Wait for the channel (up to the deadline) instead of failing at once while it is between
+    // connection attempts: the heartbeat lands as soon as a restarted coordinator listens again.
+    ctx.set_wait_for_ready(true);
     grpc::Status s = stub_->Heartbeat(&ctx, req, &resp);
     if (!s.ok()) {
       connected_->Set({}, 0);
@@ -142,8 +147,9 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
         continue;
       }
       note_error(FromGrpcStatus(s));
+      // Short: a heartbeat that arrives late after a coordinator restart costs the attempt.
       std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
-      backoff_ms = std::min(5000, backoff_ms * 2);
+      backoff_ms = std::min(heartbeat_ms_, backoff_ms * 2);
       continue;
     }
     connected_->Set({}, 1);
