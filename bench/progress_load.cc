@@ -68,13 +68,9 @@
 #include "bpnas/v1/service.grpc.pb.h"
 #include "common/pg_cluster.h"
 #include "common/status.h"
-#include "server/job_manager.h"
+#include "server/coordinator.h"
 #include "server/migrations.h"
 #include "server/pg_job_store.h"
-#include "server/progress_writer.h"
-#include "server/search_service.h"
-#include "server/server_metrics.h"
-#include "server/worker_service.h"
 
 ABSL_FLAG(int, reporters, 64, "concurrent reporters (each one worker with one running job)");
 ABSL_FLAG(int, seconds, 10, "length of the measured window");
@@ -93,7 +89,7 @@ ABSL_FLAG(int, db_pool, 16, "in-process coordinator: database connections (bpnas
 ABSL_FLAG(int, progress_writers, 2,
           "in-process coordinator: threads committing progress batches (bpnas-server --progress_writers)");
 ABSL_FLAG(int, grpc_max_pollers, 128,
-          "in-process coordinator: gRPC sync server MAX_POLLERS (0: gRPC's default). Threads beyond "
+          "in-process coordinator: gRPC sync server MAX_POLLERS (0: the coordinator's default). Threads beyond "
           "it exit after each call, so a low value means a thread created per blocked call");
 ABSL_FLAG(bool, discard_progress, false,
           "diagnostic, in-process coordinator only: acknowledge reports without storing them, to "
@@ -273,8 +269,8 @@ class TimedStore : public JobStore {
   std::vector<Append> appends_;
 };
 
-// Store, job manager, progress writer and both services on a loopback port: what bpnas-server's
-// main assembles, with the same defaults (lease, heartbeat interval, message sizes).
+// bpnas-server's coordinator (server/coordinator.h) on a loopback port, over a timed store: the same
+// assembly and defaults (lease, heartbeat interval, message sizes) as the real server.
 class InProcessCoordinator {
  public:
   static absl::StatusOr<std::unique_ptr<InProcessCoordinator>> Start(const std::string& dsn, int db_pool,
@@ -283,48 +279,25 @@ class InProcessCoordinator {
     std::unique_ptr<InProcessCoordinator> c(new InProcessCoordinator());
     BPNAS_ASSIGN_OR_RETURN(c->pg_store_, PgJobStore::Open(dsn, db_pool));
     c->store_ = std::make_unique<TimedStore>(c->pg_store_.get(), discard_progress);
-    JobManagerOptions mo;
+    CoordinatorOptions options;
+    options.listen = "127.0.0.1:0";
     // The scheduler is poked on every registration anyway; a short interval only shortens setup.
-    mo.schedule_interval = absl::Milliseconds(50);
-    c->manager_ = std::make_unique<JobManager>(c->store_.get(), mo);
-    c->progress_ = std::make_unique<ProgressWriter>(c->store_.get(), progress_writers);
-    c->search_ = std::make_unique<SearchServiceImpl>(c->store_.get(), c->manager_.get(), &c->metrics_);
-    c->workers_ =
-        std::make_unique<WorkerServiceImpl>(c->store_.get(), c->manager_.get(), c->progress_.get(), &c->metrics_);
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &c->port_);
-    builder.RegisterService(c->search_.get());
-    builder.RegisterService(c->workers_.get());
-    builder.SetMaxReceiveMessageSize(16 << 20);
-    builder.SetMaxSendMessageSize(16 << 20);
-    if (max_pollers > 0) builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, max_pollers);
-    c->server_ = builder.BuildAndStart();
-    if (c->server_ == nullptr || c->port_ == 0) return absl::InternalError("cannot listen on 127.0.0.1");
-    c->manager_->Start();
+    options.manager.schedule_interval = absl::Milliseconds(50);
+    options.progress_writers = progress_writers;
+    if (max_pollers > 0) options.grpc_max_pollers = max_pollers;
+    BPNAS_ASSIGN_OR_RETURN(c->coordinator_, Coordinator::Start(c->store_.get(), options));
     return c;
   }
 
-  ~InProcessCoordinator() {
-    if (manager_ != nullptr) manager_->Stop();
-    if (server_ != nullptr) server_->Shutdown(DeadlineIn(std::chrono::seconds(2)));
-    server_.reset();  // before the services it calls
-  }
-
-  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  std::string address() const { return absl::StrCat("127.0.0.1:", coordinator_->port()); }
   TimedStore* store() { return store_.get(); }
 
  private:
   InProcessCoordinator() = default;
 
-  ServerMetrics metrics_;
   std::unique_ptr<PgJobStore> pg_store_;
   std::unique_ptr<TimedStore> store_;
-  std::unique_ptr<JobManager> manager_;
-  std::unique_ptr<ProgressWriter> progress_;
-  std::unique_ptr<SearchServiceImpl> search_;
-  std::unique_ptr<WorkerServiceImpl> workers_;
-  std::unique_ptr<grpc::Server> server_;
-  int port_ = 0;
+  std::unique_ptr<Coordinator> coordinator_;  // destroyed first: it uses the stores
 };
 
 // ---------------------------------------------------------------------------------------------

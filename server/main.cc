@@ -1,12 +1,9 @@
 // bpnas-server: the coordinator (DESIGN.md §1). Options come from flags here and nowhere else.
-#include <algorithm>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -15,13 +12,9 @@
 #include "absl/time/clock.h"
 #include "common/http_server.h"
 #include "common/status.h"
-#include "server/job_manager.h"
+#include "server/coordinator.h"
 #include "server/migrations.h"
 #include "server/pg_job_store.h"
-#include "server/progress_writer.h"
-#include "server/search_service.h"
-#include "server/server_metrics.h"
-#include "server/worker_service.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address (SearchService and WorkerService)");
 ABSL_FLAG(std::string, db, "host=127.0.0.1 port=5432 dbname=bpnas",
@@ -74,16 +67,14 @@ int Run() {
     return 1;
   }
 
-  JobManagerOptions mo;
-  mo.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
-  mo.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
-  mo.max_attempts = absl::GetFlag(FLAGS_max_attempts);
-  mo.max_ranks = absl::GetFlag(FLAGS_max_ranks);
-  ServerMetrics metrics;
-  JobManager manager(store->get(), mo);
-  ProgressWriter progress(store->get(), absl::GetFlag(FLAGS_progress_writers));
-  SearchServiceImpl search(store->get(), &manager, &metrics);
-  WorkerServiceImpl workers(store->get(), &manager, &progress, &metrics);
+  CoordinatorOptions co;
+  co.listen = absl::GetFlag(FLAGS_listen);
+  co.manager.lease = absl::Seconds(absl::GetFlag(FLAGS_lease_seconds));
+  co.manager.heartbeat_interval = absl::Milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
+  co.manager.max_attempts = absl::GetFlag(FLAGS_max_attempts);
+  co.manager.max_ranks = absl::GetFlag(FLAGS_max_ranks);
+  co.progress_writers = absl::GetFlag(FLAGS_progress_writers);
+  co.grpc_max_pollers = absl::GetFlag(FLAGS_grpc_max_pollers);
 
   std::unique_ptr<HttpServer> http;
   if (!absl::GetFlag(FLAGS_http).empty()) {
@@ -93,34 +84,13 @@ int Run() {
       return 1;
     }
     http = std::move(*h);
-    JobStore* st = store->get();
-    http->Handle("/healthz", [] { return HttpResponse{200, "text/plain; charset=utf-8", "ok\n"}; });
-    http->Handle("/readyz", [st] {
-      absl::Status s = st->CheckReady();
-      if (s.ok()) return HttpResponse{200, "text/plain; charset=utf-8", "ready\n"};
-      return HttpResponse{503, "text/plain; charset=utf-8", StatusToString(s) + "\n"};
-    });
-    http->Handle("/metrics", [&metrics, st] {
-      return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8", metrics.Scrape(st)};
-    });
   }
-
-  grpc::ServerBuilder builder;
-  int grpc_port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &grpc_port);
-  builder.RegisterService(&search);
-  builder.RegisterService(&workers);
-  builder.SetMaxReceiveMessageSize(16 << 20);
-  builder.SetMaxSendMessageSize(16 << 20);
-  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
-                              std::max(1, absl::GetFlag(FLAGS_grpc_max_pollers)));
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || grpc_port == 0) {
-    std::cerr << "bpnas-server: cannot listen on --listen " << absl::GetFlag(FLAGS_listen)
-              << " (in use, or not a host:port)\n";
+  auto coordinator = Coordinator::Start(store->get(), co);
+  if (!coordinator.ok()) {
+    std::cerr << "bpnas-server: --listen: " << StatusToString(coordinator.status()) << "\n";
     return 1;
   }
-  manager.Start();
+  if (http) (*coordinator)->ServeHttp(http.get());
   std::cout << "bpnas-server: gRPC on " << absl::GetFlag(FLAGS_listen);
   if (http) std::cout << ", HTTP on port " << http->port();
   std::cout << std::endl;
@@ -129,8 +99,8 @@ int Run() {
   std::signal(SIGTERM, OnSignal);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   std::cout << "bpnas-server: shutting down" << std::endl;
-  manager.Stop();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  http.reset();  // its handlers use the coordinator
+  coordinator->reset();
   return 0;
 }
 

@@ -17,12 +17,8 @@
 #include "common/http_server.h"
 #include "common/sha256.h"
 #include "google/protobuf/util/json_util.h"
-#include "server/job_manager.h"
+#include "server/coordinator.h"
 #include "server/pg_job_store.h"
-#include "server/progress_writer.h"
-#include "server/search_service.h"
-#include "server/server_metrics.h"
-#include "server/worker_service.h"
 #include "tests/pg_test_env.h"
 
 namespace bpnas {
@@ -43,45 +39,36 @@ JobSpec TinySpec() {
     "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4}})");
 }
 
-// One coordinator: store, job manager, progress writer, both services on a loopback port, and the
-// HTTP endpoints. Destroying it is a coordinator shutdown; the database stays.
+// One coordinator (server/coordinator.h) on a loopback port with its HTTP endpoints, over a store
+// of the test database. Destroying it is a coordinator shutdown; the database stays.
 struct Coordinator {
   explicit Coordinator(JobManagerOptions mo) {
     auto s = PgJobStore::Open(PgTestEnv::Get().dsn(), 4);
     EXPECT_TRUE(s.ok()) << s.status();
     store = std::move(*s);
-    manager = std::make_unique<JobManager>(store.get(), mo);
-    progress = std::make_unique<ProgressWriter>(store.get());
-    search = std::make_unique<SearchServiceImpl>(store.get(), manager.get(), &metrics, absl::Milliseconds(50));
-    workers = std::make_unique<WorkerServiceImpl>(store.get(), manager.get(), progress.get(), &metrics);
-    grpc::ServerBuilder b;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-    b.RegisterService(search.get());
-    b.RegisterService(workers.get());
-    server = b.BuildAndStart();
-    manager->Start();
-    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials());
+    CoordinatorOptions options;
+    options.listen = "127.0.0.1:0";
+    options.manager = mo;
+    options.watch_poll = absl::Milliseconds(50);
+    auto c = bpnas::Coordinator::Start(store.get(), options);
+    EXPECT_TRUE(c.ok()) << c.status();
+    coordinator = std::move(*c);
+    auto channel = grpc::CreateChannel("127.0.0.1:" + std::to_string(coordinator->port()),
+                                       grpc::InsecureChannelCredentials());
     users = SearchService::NewStub(channel);
     worker_api = WorkerService::NewStub(channel);
     auto h = HttpServer::Start("127.0.0.1:0", 2);
     EXPECT_TRUE(h.ok()) << h.status();
     http = std::move(*h);
-    JobStore* st = store.get();
-    http->Handle("/metrics", [this, st] { return HttpResponse{200, kPrometheusTextContentType, metrics.Scrape(st)}; });
+    coordinator->ServeHttp(http.get());
   }
   ~Coordinator() {
-    manager->Stop();
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    http.reset();
+    coordinator.reset();
   }
 
-  ServerMetrics metrics;
   std::unique_ptr<PgJobStore> store;
-  std::unique_ptr<JobManager> manager;
-  std::unique_ptr<ProgressWriter> progress;
-  std::unique_ptr<SearchServiceImpl> search;
-  std::unique_ptr<WorkerServiceImpl> workers;
-  std::unique_ptr<grpc::Server> server;
-  int port = 0;
+  std::unique_ptr<bpnas::Coordinator> coordinator;
   std::unique_ptr<SearchService::Stub> users;
   std::unique_ptr<WorkerService::Stub> worker_api;
   std::unique_ptr<HttpServer> http;
