@@ -16,6 +16,7 @@
 #include <cmath>
 #include <random>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -191,19 +192,29 @@ torch::Tensor Shard(const torch::Tensor& indices, const RunOptions& options) {
 }
 
 // Accuracy in percent over the ranks' shards of `data`.
-double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions& options) {
-  if (WorldSize(options) == 1) return Evaluate(net, data);
+// Correct predictions of `net` (eval mode) on every stride-th sample of `data` from `first`, and
+// how many samples that is.
+std::pair<int64_t, int64_t> CountCorrect(Supernet& net, const Dataset& data, int64_t first, int64_t stride,
+                                         int batch_size) {
   torch::NoGradGuard guard;
   net->eval();
-  const int world = WorldSize(options);
-  auto idx = torch::arange(Rank(options), data.size(), world, torch::kLong);
+  auto images = data.images.slice(0, first, data.size(), stride);
+  auto labels = data.labels.slice(0, first, data.size(), stride);
+  const int64_t n = labels.size(0);
   int64_t correct = 0;
-  for (int64_t i = 0; i < idx.size(0); i += 500) {
-    auto part = idx.narrow(0, i, std::min<int64_t>(500, idx.size(0) - i));
-    auto logits = net->forward(data.images.index_select(0, part));
-    correct += logits.argmax(1).eq(data.labels.index_select(0, part)).sum().item<int64_t>();
+  for (int64_t i = 0; i < n; i += batch_size) {
+    const int64_t b = std::min<int64_t>(batch_size, n - i);
+    auto logits = net->forward(images.narrow(0, i, b));
+    correct += logits.argmax(1).eq(labels.narrow(0, i, b)).sum().item<int64_t>();
   }
-  std::vector<torch::Tensor> counts = {torch::tensor({double(correct), double(idx.size(0))}, torch::kDouble)};
+  return {correct, n};
+}
+
+// Accuracy in percent over the ranks' shards of `data` (rank r counts every world_size-th sample).
+double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions& options) {
+  if (WorldSize(options) == 1) return Evaluate(net, data);
+  const auto [correct, seen] = CountCorrect(net, data, Rank(options), WorldSize(options), 500);
+  std::vector<torch::Tensor> counts = {torch::tensor({double(correct), double(seen)}, torch::kDouble)};
   absl::Status st = options.collective->AllReduceSum(counts);
   if (!st.ok()) throw CollectiveFailed{st};
   const double total = counts[0][1].item<double>();
@@ -450,15 +461,8 @@ std::string RepairToBudget(const Supernet& net, const CostModel& cost, double bu
 }
 
 double Evaluate(Supernet& net, const Dataset& data, int batch_size) {
-  torch::NoGradGuard guard;
-  net->eval();
-  int64_t correct = 0;
-  for (int64_t i = 0; i < data.size(); i += batch_size) {
-    const int64_t n = std::min<int64_t>(batch_size, data.size() - i);
-    auto logits = net->forward(data.images.narrow(0, i, n));
-    correct += logits.argmax(1).eq(data.labels.narrow(0, i, n)).sum().item<int64_t>();
-  }
-  return data.size() == 0 ? 0.0 : 100.0 * double(correct) / double(data.size());
+  const auto [correct, seen] = CountCorrect(net, data, 0, 1, batch_size);
+  return seen == 0 ? 0.0 : 100.0 * double(correct) / double(seen);
 }
 
 void TrainWeightsOnly(Supernet& net, const JobSpec& s, const Dataset& train, int epochs, double lr,
