@@ -40,6 +40,22 @@ namespace {
 
 void Log(const std::string& line) { std::cerr << "bpnas-worker: " << line << std::endl; }
 
+// Streams `first`, then `data` in chunks of at most `chunk_bytes` (the first chunk rides in `first`),
+// and half-closes the stream. A write the server refused ends the loop; Finish() then says why.
+template <typename Message, typename Stream>
+void WriteChunked(Stream* stream, const Message& first, const std::string& data, size_t chunk_bytes) {
+  size_t off = 0;
+  bool ok = true;
+  do {
+    Message msg = off == 0 ? first : Message();
+    const size_t n = std::min(chunk_bytes, data.size() - off);
+    msg.set_data(data.substr(off, n));
+    off += n;
+    ok = stream->Write(msg);
+  } while (ok && off < data.size());
+  stream->WritesDone();
+}
+
 std::string DefaultName() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -397,20 +413,10 @@ absl::Status WorkerAgent::UploadCheckpoint(Running* r, int64_t step, const std::
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(5));
   bpnas::v1::UploadCheckpointResponse resp;
   auto stream = stub_->UploadCheckpoint(&ctx, &resp);
-  size_t off = 0;
-  bool ok = true;
-  do {
-    bpnas::v1::CheckpointChunk msg;
-    if (off == 0) {
-      msg.set_attempt_token(r->assignment.attempt_token());
-      msg.set_step(step);
-    }
-    const size_t n = std::min(options_.chunk_bytes, state.size() - off);
-    msg.set_data(state.substr(off, n));
-    off += n;
-    ok = stream->Write(msg);
-  } while (ok && off < state.size());
-  stream->WritesDone();
+  bpnas::v1::CheckpointChunk first;
+  first.set_attempt_token(r->assignment.attempt_token());
+  first.set_step(step);
+  WriteChunked(stream.get(), first, state, options_.chunk_bytes);
   grpc::Status s = stream->Finish();
   if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) r->stop = true;  // the attempt ended
   return FromGrpcStatus(s);
@@ -436,16 +442,7 @@ absl::Status WorkerAgent::Complete(Running* r, bool succeeded, const std::string
       first.set_sha256(sha);
       first.set_total_bytes(int64_t(artifact.size()));
     }
-    size_t off = 0;
-    bool ok = true;
-    do {
-      bpnas::v1::CompleteAttemptChunk msg = off == 0 ? first : bpnas::v1::CompleteAttemptChunk();
-      const size_t n = std::min(options_.chunk_bytes, artifact.size() - off);
-      msg.set_data(artifact.substr(off, n));
-      off += n;
-      ok = stream->Write(msg);
-    } while (ok && off < artifact.size());
-    stream->WritesDone();
+    WriteChunked(stream.get(), first, artifact, options_.chunk_bytes);
     grpc::Status s = stream->Finish();
     if (s.ok()) return absl::OkStatus();
     // Only an unreachable coordinator is worth retrying; anything else (the attempt ended, a
