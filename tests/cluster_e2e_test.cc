@@ -18,6 +18,7 @@
 #include "bpnas/v1/service.pb.h"
 #include "common/http_server.h"
 #include "common/pg_cluster.h"
+#include "tests/binary_test_util.h"
 #include "common/sha256.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -30,11 +31,6 @@ struct CliRun {
   std::string all;  // stdout + stderr
   double seconds = 0;
 };
-
-std::string Bin(const std::string& name) {
-  const char* dir = std::getenv("BPNAS_BIN_DIR");
-  return std::string(dir ? dir : ".") + "/" + name;
-}
 
 CliRun RunCli(const std::string& args) {
   const std::string err = ::testing::TempDir() + "/cli_stderr.txt";
@@ -58,21 +54,6 @@ std::string WriteFile(const std::string& name, const std::string& text) {
   const std::string path = ::testing::TempDir() + "/" + name;
   std::ofstream(path) << text;
   return path;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
-
-template <typename M>
-M ParseJson(const std::string& text) {
-  M m;
-  google::protobuf::util::JsonParseOptions o;
-  o.ignore_unknown_fields = true;
-  auto st = google::protobuf::util::JsonStringToMessage(text, &m, o);
-  EXPECT_TRUE(st.ok()) << st.message() << "\n" << text;
-  return m;
 }
 
 // A search that takes a few seconds: the tiny model on synthetic data.

@@ -24,22 +24,13 @@
 #include "bpnas/v1/service.pb.h"
 #include "common/http_server.h"
 #include "common/pg_cluster.h"
+#include "tests/binary_test_util.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace bpnas {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string Bin(const std::string& name) {
-  const char* dir = std::getenv("BPNAS_BIN_DIR");
-  return std::string(dir ? dir : ".") + "/" + name;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-}
 
 pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
   pid_t pid = fork();
@@ -73,15 +64,6 @@ struct Cli {
   int exit_code = -1;
   std::string out;
 };
-
-template <typename M>
-M ParseJson(const std::string& text) {
-  M m;
-  google::protobuf::util::JsonParseOptions o;
-  o.ignore_unknown_fields = true;
-  EXPECT_TRUE(google::protobuf::util::JsonStringToMessage(text, &m, o).ok()) << text;
-  return m;
-}
 
 bool WaitFor(const std::function<bool()>& done, double seconds) {
   const auto until = Clock::now() + std::chrono::milliseconds(int64_t(seconds * 1000));
