@@ -127,7 +127,7 @@ void BM_ActMixtureLayer(benchmark::State& st) {
   auto x = torch::relu(torch::randn({g_batch, int64_t(16 * g_width), 28, 28})).requires_grad_(true);
   auto logits = torch::zeros({4}).requires_grad_(st.range(0) != 0);
   for (auto _ : st) {
-    auto y = ActivationMixture(x, torch::softmax(logits, 0), {2, 3, 4, 8}, 2.0);
+    auto y = ActivationMixture(x, torch::softmax(logits, 0), {2, 3, 4, 8}, {1.0, 1.5, 2.0, 3.0});
     y.backward(torch::ones_like(y));
   }
 }

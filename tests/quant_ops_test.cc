@@ -10,6 +10,13 @@ namespace {
 
 const std::vector<int> kBits = {2, 3, 4, 8};
 
+// One clip per bitwidth, all different (as the per-bitwidth Scale-Clip constants make them).
+std::vector<double> Clips(double base) {
+  std::vector<double> c;
+  for (int b : kBits) c.push_back(base * DefaultActivationClipK(b) / DefaultActivationClipK(2));
+  return c;
+}
+
 double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();
 }
@@ -54,7 +61,7 @@ TEST(FusedMixture, ActivationMatchesReferenceValuesAndGradients) {
   torch::manual_seed(6);
   auto x0 = torch::relu(torch::randn({3, 5, 17, 19}));  // exact zeros included, as after ReLU
   auto logits0 = torch::randn({4});
-  const double clip = 1.7;
+  const auto clip = Clips(1.2);
   auto x1 = x0.clone().requires_grad_(true), l1 = logits0.clone().requires_grad_(true);
   auto x2 = x0.clone().requires_grad_(true), l2 = logits0.clone().requires_grad_(true);
   auto y1 = ActivationMixture(x1, torch::softmax(l1, 0), kBits, clip);
@@ -71,7 +78,7 @@ TEST(FusedMixture, WeightMatchesReferenceValuesAndGradients) {
   torch::manual_seed(7);
   auto w0 = torch::randn({16, 8, 3, 3}) * 0.2;
   auto logits0 = torch::randn({4});
-  const double clip = WeightClip(w0, 2.5);
+  const auto clip = Clips(WeightClip(w0, 1.5));
   auto w1 = w0.clone().requires_grad_(true), l1 = logits0.clone().requires_grad_(true);
   auto w2 = w0.clone().requires_grad_(true), l2 = logits0.clone().requires_grad_(true);
   auto y1 = WeightMixture(w1, torch::softmax(l1, 0), kBits, clip);
@@ -84,9 +91,44 @@ TEST(FusedMixture, WeightMatchesReferenceValuesAndGradients) {
   EXPECT_LT(MaxAbsDiff(l1.grad(), l2.grad()), 1e-4);
 }
 
+// Without probability gradients (weight steps) the fused activation mixture keeps a one-byte index per
+// element instead of x; its input gradient must be the same.
+TEST(FusedMixture, MaskedActivationGradientMatchesReference) {
+  torch::manual_seed(9);
+  auto x0 = torch::randn({2, 3, 33, 31}) * 2.0;  // negatives, inside, and beyond every clip
+  auto probs = torch::softmax(torch::randn({4}), 0);
+  const auto clip = Clips(1.0);
+  auto x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
+  auto y1 = ActivationMixture(x1, probs, kBits, clip);
+  auto y2 = ActivationMixtureReference(x2, probs, kBits, clip);
+  EXPECT_LT(MaxAbsDiff(y1, y2), 1e-5);
+  auto g = torch::randn_like(y1);
+  (y1 * g).sum().backward();
+  (y2 * g).sum().backward();
+  EXPECT_LT(MaxAbsDiff(x1.grad(), x2.grad()), 1e-5);
+}
+
+// Each branch passes the gradient inside its own clip: between two clips only the wider branch does.
+TEST(FusedMixture, StraightThroughGradientFollowsEachBranchClip) {
+  for (bool prob_grad : {false, true}) {
+    auto x = torch::tensor({-1.0f, 0.5f, 1.5f, 3.0f}).requires_grad_(true);
+    auto probs = torch::tensor({0.25f, 0.75f}).requires_grad_(prob_grad);
+    auto y = ActivationMixture(x, probs, {2, 8}, {1.0, 2.0});
+    y.sum().backward();
+    EXPECT_FLOAT_EQ(x.grad()[0].item<float>(), 0.0f) << prob_grad;
+    EXPECT_FLOAT_EQ(x.grad()[1].item<float>(), 1.0f) << prob_grad;
+    EXPECT_FLOAT_EQ(x.grad()[2].item<float>(), 0.75f) << prob_grad;
+    EXPECT_FLOAT_EQ(x.grad()[3].item<float>(), 0.0f) << prob_grad;
+  }
+  auto w = torch::tensor({-1.5f, -0.5f, 0.5f, 1.5f, 3.0f}).requires_grad_(true);
+  auto y = WeightMixture(w, torch::tensor({0.25f, 0.75f}), {2, 8}, {1.0, 2.0});
+  y.sum().backward();
+  EXPECT_TRUE(torch::allclose(w.grad(), torch::tensor({0.75f, 1.0f, 1.0f, 0.75f, 0.0f})));
+}
+
 TEST(FusedMixture, GradientIsZeroOutsideTheClipRange) {
   auto x = torch::tensor({-1.0f, 0.5f, 3.0f}).requires_grad_(true);
-  auto y = ActivationMixture(x, torch::ones({1}), {4}, 2.0);
+  auto y = ActivationMixture(x, torch::ones({1}), {4}, {2.0});
   y.sum().backward();
   EXPECT_FLOAT_EQ(x.grad()[0].item<float>(), 0.0f);
   EXPECT_FLOAT_EQ(x.grad()[1].item<float>(), 1.0f);
@@ -102,7 +144,7 @@ TEST(CompositeLayer, EqualsExplicitSumOverAllBranches) {
   auto x0 = torch::relu(torch::randn({2, 4, 9, 9}));
   auto w0 = torch::randn({6, 4, 3, 3}) * 0.3;
   auto a0 = torch::randn({4}), b0 = torch::randn({4});
-  const double clip_a = 2.0, clip_w = WeightClip(w0, 2.5);
+  const auto clip_a = Clips(2.0), clip_w = Clips(WeightClip(w0, 1.5));
   auto conv = [](const torch::Tensor& x, const torch::Tensor& w) {
     return F::conv2d(x, w, F::Conv2dFuncOptions().padding(1));
   };
@@ -118,8 +160,8 @@ TEST(CompositeLayer, EqualsExplicitSumOverAllBranches) {
   torch::Tensor y2;
   for (size_t i = 0; i < kBits.size(); ++i) {
     for (size_t j = 0; j < kBits.size(); ++j) {
-      auto wi = WeightMixtureReference(w2, torch::ones({1}), {kBits[i]}, clip_w);
-      auto xj = ActivationMixtureReference(x2, torch::ones({1}), {kBits[j]}, clip_a);
+      auto wi = WeightMixtureReference(w2, torch::ones({1}), {kBits[i]}, {clip_w[i]});
+      auto xj = ActivationMixtureReference(x2, torch::ones({1}), {kBits[j]}, {clip_a[j]});
       auto term = p[i] * q[j] * conv(xj, wi);
       y2 = y2.defined() ? y2 + term : term;
     }

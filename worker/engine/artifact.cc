@@ -84,11 +84,11 @@ absl::StatusOr<QuantizedModel> ExportQuantizedModel(const Supernet& net, const J
         c->set_weight_bits(wb);
         c->set_activation_bits(ab);
         c->set_searchable(n.searchable);
-        const double clip_w = l->WeightClipValue();
+        const double clip_w = l->WeightClipValue(wb);
         c->set_weight_scale(float(WeightStep(wb, clip_w)));
         auto codes = WeightCodes(l->weight, wb, clip_w).contiguous();
         c->set_weight_codes(std::string(reinterpret_cast<const char*>(codes.data_ptr<int8_t>()), codes.numel()));
-        c->set_activation_clip(float(l->ActivationClipValue()));
+        c->set_activation_clip(float(l->ActivationClipValue(ab)));
         if (l->bias.defined()) {
           for (float v : ToVector(l->bias)) c->add_bias(v);
         }

@@ -18,27 +18,56 @@ constexpr int64_t kGrain = 16384;  // elements per parallel task
 constexpr int kBlock = 512;        // elements per inner block (stays in L1; loops vectorize)
 constexpr int kMaxBranches = 16;
 
+// One branch per bitwidth, each with its own clip (Scale-Clip's k depends on the bitwidth).
 struct Levels {
   int k = 0;
   float inv_step[kMaxBranches];
   float step[kMaxBranches];
   float prob[kMaxBranches];
+  float clip[kMaxBranches];
+  // The clips in ascending order, and ste[n] = the summed probability of the branches whose clip is
+  // >= x when exactly n sorted clips are < x: the straight-through factor of an element, indexed by
+  // the one-byte mask (kNegative: x < 0, no gradient).
+  float sorted_clip[kMaxBranches];
+  float ste[256];
 };
+constexpr uint8_t kNegative = 255;
 
-Levels MakeLevels(const std::vector<int>& bits, const torch::Tensor& probs, double clip, bool weights) {
+Levels MakeLevels(const std::vector<int>& bits, const torch::Tensor& probs, const std::vector<double>& clips,
+                  bool weights) {
   TORCH_CHECK(!bits.empty() && bits.size() <= kMaxBranches, "1..16 bitwidths expected");
   TORCH_CHECK(probs.numel() == int64_t(bits.size()), "one probability per bitwidth expected");
+  TORCH_CHECK(clips.size() == bits.size(), "one clip per bitwidth expected");
   Levels l;
   l.k = int(bits.size());
   auto p = probs.detach().to(torch::kFloat).contiguous();
   const float* pp = p.data_ptr<float>();
+  std::vector<std::pair<float, float>> by_clip;  // (clip, prob)
   for (int j = 0; j < l.k; ++j) {
-    const double s = weights ? WeightStep(bits[j], clip) : ActivationStep(bits[j], clip);
+    const double s = weights ? WeightStep(bits[j], clips[j]) : ActivationStep(bits[j], clips[j]);
     l.step[j] = float(s);
     l.inv_step[j] = float(1.0 / s);
     l.prob[j] = pp[j];
+    l.clip[j] = float(clips[j]);
+    by_clip.emplace_back(l.clip[j], l.prob[j]);
+  }
+  std::sort(by_clip.begin(), by_clip.end());
+  std::fill(std::begin(l.ste), std::end(l.ste), 0.0f);
+  for (int n = l.k - 1; n >= 0; --n) {
+    l.sorted_clip[n] = by_clip[n].first;
+    l.ste[n] = l.ste[n + 1] + by_clip[n].second;
   }
   return l;
+}
+
+// The straight-through factor of one element: sum of p_j over the branches with lo_j <= x <= c_j.
+inline float SteFactor(float x, bool symmetric, const Levels& lv) {
+  float f = 0.0f;
+  for (int j = 0; j < lv.k; ++j) {
+    const float c = lv.clip[j];
+    f += (x >= (symmetric ? -c : 0.0f) && x <= c) ? lv.prob[j] : 0.0f;
+  }
+  return f;
 }
 
 // Number of reduction slots for a parallel pass over n elements (fixed chunking: deterministic).
@@ -56,51 +85,55 @@ int64_t NumChunks(int64_t n) { return std::max<int64_t>(1, (n + kGrain - 1) / kG
 
 // out[0..m) = sum_j p_j Q_j(x); returns the sum of max(x, 0) over the block (for the running mean).
 BPNAS_VECTOR_CLONES
-float ActForwardBlock(const float* x, float* out, int m, float clip, const Levels& lv) {
+float ActForwardBlock(const float* x, float* out, int m, const Levels& lv) {
   float v[kBlock];
   float sum = 0.0f;
   for (int e = 0; e < m; ++e) {
-    sum += std::max(x[e], 0.0f);  // the running mean is of the clamped-below activation
-    v[e] = std::min(std::max(x[e], 0.0f), clip);
+    v[e] = std::max(x[e], 0.0f);
+    sum += v[e];  // the running mean is of the clamped-below activation
     out[e] = 0.0f;
   }
   for (int j = 0; j < lv.k; ++j) {
-    const float inv = lv.inv_step[j], s = lv.step[j], p = lv.prob[j];
-    for (int e = 0; e < m; ++e) out[e] = out[e] + p * (float(int32_t(v[e] * inv + 0.5f)) * s);
+    const float inv = lv.inv_step[j], s = lv.step[j], p = lv.prob[j], c = lv.clip[j];
+    for (int e = 0; e < m; ++e) out[e] = out[e] + p * (float(int32_t(std::min(v[e], c) * inv + 0.5f)) * s);
   }
   return sum;
 }
 
-// As ActForwardBlock, and mask[e] = 1 where the straight-through gradient passes (0 <= x <= c).
+// As ActForwardBlock, and mask[e] = the number of branch clips below x (kNegative for x < 0): the
+// index of x's straight-through factor in lv.ste.
 BPNAS_VECTOR_CLONES
-float ActForwardMaskBlock(const float* x, float* out, uint8_t* mask, int m, float clip, const Levels& lv) {
-  for (int e = 0; e < m; ++e) mask[e] = uint8_t(x[e] >= 0.0f && x[e] <= clip);
-  return ActForwardBlock(x, out, m, clip, lv);
+float ActForwardMaskBlock(const float* x, float* out, uint8_t* mask, int m, const Levels& lv) {
+  for (int e = 0; e < m; ++e) {
+    uint8_t n = 0;
+    for (int j = 0; j < lv.k; ++j) n = uint8_t(n + (x[e] > lv.sorted_clip[j] ? 1 : 0));
+    mask[e] = x[e] < 0.0f ? kNegative : n;
+  }
+  return ActForwardBlock(x, out, m, lv);
+}
+
+void ActMaskedGradBlock(const uint8_t* mask, const float* g, float* gx, int m, const Levels& lv) {
+  for (int e = 0; e < m; ++e) gx[e] = g[e] * lv.ste[mask[e]];
 }
 
 BPNAS_VECTOR_CLONES
-void ActMaskedGradBlock(const uint8_t* mask, const float* g, float* gx, int m, float prob_sum) {
-  for (int e = 0; e < m; ++e) gx[e] = g[e] * (float(mask[e]) * prob_sum);
-}
-
-BPNAS_VECTOR_CLONES
-void ActInputGradBlock(const float* x, const float* g, float* gx, int m, float clip, float prob_sum) {
-  for (int e = 0; e < m; ++e) gx[e] = (x[e] >= 0.0f && x[e] <= clip) ? g[e] * prob_sum : 0.0f;
+void ActInputGradBlock(const float* x, const float* g, float* gx, int m, const Levels& lv) {
+  for (int e = 0; e < m; ++e) gx[e] = g[e] * SteFactor(x[e], false, lv);
 }
 
 // acc[j] += sum_e g[e] * Q_j(x[e]).
 BPNAS_VECTOR_CLONES
-void ActProbGradBlock(const float* x, const float* g, int m, float clip, const Levels& lv, double* acc) {
+void ActProbGradBlock(const float* x, const float* g, int m, const Levels& lv, double* acc) {
   float v[kBlock];
-  for (int e = 0; e < m; ++e) v[e] = std::min(std::max(x[e], 0.0f), clip);
+  for (int e = 0; e < m; ++e) v[e] = std::max(x[e], 0.0f);
   for (int j = 0; j < lv.k; ++j) {
-    const float inv = lv.inv_step[j], s = lv.step[j];
+    const float inv = lv.inv_step[j], s = lv.step[j], c = lv.clip[j];
     float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 independent sums: vectorizes without fast-math
     int e = 0;
     for (; e + 8 <= m; e += 8) {
-      for (int u = 0; u < 8; ++u) partial[u] += g[e + u] * (float(int32_t(v[e + u] * inv + 0.5f)) * s);
+      for (int u = 0; u < 8; ++u) partial[u] += g[e + u] * (float(int32_t(std::min(v[e + u], c) * inv + 0.5f)) * s);
     }
-    for (; e < m; ++e) partial[0] += g[e] * (float(int32_t(v[e] * inv + 0.5f)) * s);
+    for (; e < m; ++e) partial[0] += g[e] * (float(int32_t(std::min(v[e], c) * inv + 0.5f)) * s);
     double total = 0;
     for (int u = 0; u < 8; ++u) total += partial[u];
     acc[j] += total;
@@ -109,7 +142,7 @@ void ActProbGradBlock(const float* x, const float* g, int m, float clip, const L
 
 // Returns the sum of max(x, 0) (double, accumulated per chunk in a fixed order: deterministic). With `mask`,
 // also writes the straight-through mask (the backward then reads 1 byte per element, not 4).
-double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, float clip, const Levels& lv) {
+double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, const Levels& lv) {
   const int64_t chunks = NumChunks(n);
   std::vector<double> sums(chunks, 0.0);
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -118,8 +151,8 @@ double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, fl
       double sum = 0;
       for (int64_t b = begin; b < end; b += kBlock) {
         const int m = int(std::min<int64_t>(kBlock, end - b));
-        sum += mask != nullptr ? ActForwardMaskBlock(x + b, out + b, mask + b, m, clip, lv)
-                               : ActForwardBlock(x + b, out + b, m, clip, lv);
+        sum += mask != nullptr ? ActForwardMaskBlock(x + b, out + b, mask + b, m, lv)
+                               : ActForwardBlock(x + b, out + b, m, lv);
       }
       sums[c] = sum;
     }
@@ -129,27 +162,27 @@ double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, fl
   return total;
 }
 
-void ActMaskedBackwardKernel(const uint8_t* mask, const float* g, float* gx, int64_t n, float prob_sum) {
+void ActMaskedBackwardKernel(const uint8_t* mask, const float* g, float* gx, int64_t n, const Levels& lv) {
   at::parallel_for(0, NumChunks(n), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t begin = c * kGrain, end = std::min(n, begin + kGrain);
       for (int64_t b = begin; b < end; b += kBlock) {
-        ActMaskedGradBlock(mask + b, g + b, gx + b, int(std::min<int64_t>(kBlock, end - b)), prob_sum);
+        ActMaskedGradBlock(mask + b, g + b, gx + b, int(std::min<int64_t>(kBlock, end - b)), lv);
       }
     }
   });
 }
 
 void ActBackwardKernel(const float* x, const float* g, float* gx, double* gp_chunks, int64_t n,
-                       float clip, const Levels& lv, float prob_sum) {
+                       const Levels& lv) {
   at::parallel_for(0, NumChunks(n), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t begin = c * kGrain, end = std::min(n, begin + kGrain);
       double acc[kMaxBranches] = {0};
       for (int64_t b = begin; b < end; b += kBlock) {
         const int m = int(std::min<int64_t>(kBlock, end - b));
-        if (gx != nullptr) ActInputGradBlock(x + b, g + b, gx + b, m, clip, prob_sum);
-        if (gp_chunks != nullptr) ActProbGradBlock(x + b, g + b, m, clip, lv, acc);
+        if (gx != nullptr) ActInputGradBlock(x + b, g + b, gx + b, m, lv);
+        if (gp_chunks != nullptr) ActProbGradBlock(x + b, g + b, m, lv, acc);
       }
       if (gp_chunks != nullptr) {
         for (int j = 0; j < lv.k; ++j) gp_chunks[c * lv.k + j] = acc[j];
@@ -160,29 +193,33 @@ void ActBackwardKernel(const float* x, const float* g, float* gx, double* gp_chu
 
 // ---- weights (symmetric; small tensors, so a plain std::floor is fine) ----
 
-void WeightForwardKernel(const float* w, float* out, int64_t n, float clip, const Levels& lv) {
+inline float ClampSym(float w, float c) { return std::min(std::max(w, -c), c); }
+
+void WeightForwardKernel(const float* w, float* out, int64_t n, const Levels& lv) {
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float v = std::min(std::max(w[i], -clip), clip);
       float acc = 0.0f;
-      for (int j = 0; j < lv.k; ++j) acc = acc + lv.prob[j] * (std::floor(v * lv.inv_step[j] + 0.5f) * lv.step[j]);
+      for (int j = 0; j < lv.k; ++j) {
+        acc = acc + lv.prob[j] * (std::floor(ClampSym(w[i], lv.clip[j]) * lv.inv_step[j] + 0.5f) * lv.step[j]);
+      }
       out[i] = acc;
     }
   });
 }
 
 void WeightBackwardKernel(const float* w, const float* g, float* gw, double* gp_chunks, int64_t n,
-                          float clip, const Levels& lv, float prob_sum) {
+                          const Levels& lv) {
   at::parallel_for(0, NumChunks(n), 1, [&](int64_t c0, int64_t c1) {
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t begin = c * kGrain, end = std::min(n, begin + kGrain);
       double acc[kMaxBranches] = {0};
       for (int64_t i = begin; i < end; ++i) {
         const float wi = w[i];
-        if (gw != nullptr) gw[i] = (wi >= -clip && wi <= clip) ? g[i] * prob_sum : 0.0f;
+        if (gw != nullptr) gw[i] = g[i] * SteFactor(wi, true, lv);
         if (gp_chunks == nullptr) continue;
-        const float v = std::min(std::max(wi, -clip), clip);
-        for (int j = 0; j < lv.k; ++j) acc[j] += double(g[i]) * (std::floor(v * lv.inv_step[j] + 0.5f) * lv.step[j]);
+        for (int j = 0; j < lv.k; ++j) {
+          acc[j] += double(g[i]) * (std::floor(ClampSym(wi, lv.clip[j]) * lv.inv_step[j] + 0.5f) * lv.step[j]);
+        }
       }
       if (gp_chunks != nullptr) {
         for (int j = 0; j < lv.k; ++j) gp_chunks[c * lv.k + j] = acc[j];
@@ -202,29 +239,29 @@ template <bool kWeights>
 class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeights>> {
  public:
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& probs,
-                               std::vector<int64_t> bits, double clip) {
+                               std::vector<int64_t> bits, std::vector<double> clips) {
     auto xc = x.contiguous();
     TORCH_CHECK(xc.scalar_type() == torch::kFloat, "mixture: float32 input expected");
     TORCH_CHECK(xc.device().is_cpu(), "mixture: the fused kernel runs on CPU tensors");
     std::vector<int> b(bits.begin(), bits.end());
-    Levels lv = MakeLevels(b, probs, clip, kWeights);
+    Levels lv = MakeLevels(b, probs, clips, kWeights);
     auto out = torch::empty_like(xc);
     if (kWeights) {
-      WeightForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(), xc.numel(), float(clip), lv);
+      WeightForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(), xc.numel(), lv);
     } else {
       // Without probability gradients (weight steps, fine-tune) backward needs only the mask.
       const bool masked = !probs.requires_grad() && x.requires_grad();
       torch::Tensor mask;
       if (masked) mask = torch::empty(xc.sizes(), xc.options().dtype(torch::kUInt8));
       const double sum = ActForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(),
-                                          masked ? mask.data_ptr<uint8_t>() : nullptr, xc.numel(), float(clip), lv);
+                                          masked ? mask.data_ptr<uint8_t>() : nullptr, xc.numel(), lv);
       LastInputMean() = xc.numel() > 0 ? sum / double(xc.numel()) : 0.0;
       ctx->saved_data["masked"] = masked;
       if (masked) xc = mask;  // backward then needs only the mask
     }
     ctx->save_for_backward({xc, probs});
     ctx->saved_data["bits"] = bits;
-    ctx->saved_data["clip"] = clip;
+    ctx->saved_data["clips"] = clips;
     return out;
   }
 
@@ -233,16 +270,15 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
     const torch::Tensor& x = saved[0];
     const torch::Tensor& probs = saved[1];
     auto bits64 = ctx->saved_data["bits"].toIntVector();
-    const double clip = ctx->saved_data["clip"].toDouble();
+    auto clips_list = ctx->saved_data["clips"].toDoubleList();
+    std::vector<double> clips(clips_list.begin(), clips_list.end());
     std::vector<int> bits(bits64.begin(), bits64.end());
-    Levels lv = MakeLevels(bits, probs, clip, kWeights);
-    float prob_sum = 0;
-    for (int j = 0; j < lv.k; ++j) prob_sum += lv.prob[j];
+    Levels lv = MakeLevels(bits, probs, clips, kWeights);
 
     auto g = grad_outputs[0].contiguous();
     if (!kWeights && ctx->saved_data["masked"].toBool()) {
       auto gx = torch::empty_like(g);
-      ActMaskedBackwardKernel(x.data_ptr<uint8_t>(), g.data_ptr<float>(), gx.data_ptr<float>(), g.numel(), prob_sum);
+      ActMaskedBackwardKernel(x.data_ptr<uint8_t>(), g.data_ptr<float>(), gx.data_ptr<float>(), g.numel(), lv);
       return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor()};
     }
     const bool want_gx = ctx->needs_input_grad(0);
@@ -254,7 +290,7 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
     if (want_gx || want_gp) {
       auto kernel = kWeights ? WeightBackwardKernel : ActBackwardKernel;
       kernel(x.data_ptr<float>(), g.data_ptr<float>(), want_gx ? gx.data_ptr<float>() : nullptr,
-             want_gp ? gp_chunks.data() : nullptr, x.numel(), float(clip), lv, prob_sum);
+             want_gp ? gp_chunks.data() : nullptr, x.numel(), lv);
     }
     if (want_gp) {
       gp = torch::zeros({lv.k}, torch::kDouble);
@@ -274,6 +310,15 @@ std::vector<int64_t> ToInt64(const std::vector<int>& bits) { return {bits.begin(
 
 double WeightStep(int bits, double clip) { return clip / double((1 << (bits - 1)) - 1); }
 double ActivationStep(int bits, double clip) { return clip / double((1 << bits) - 1); }
+
+// Scale-Clip constants per bitwidth (index = bits, 2..8). Chosen by fine-tuning uniform b-bit resnet20
+// (width 0.5) on Fashion-MNIST from one FP32 start with each candidate k (docs/results.md, "Scale-Clip
+// constants"): few levels want a tight clip (a small step), many levels want the tails kept.
+constexpr double kWeightClipK[9] = {0, 0, 1.2, 3.0, 3.0, 3.5, 4.0, 4.0, 4.0};
+constexpr double kActivationClipK[9] = {0, 0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0};
+
+double DefaultWeightClipK(int bits) { return kWeightClipK[std::min(std::max(bits, 2), 8)]; }
+double DefaultActivationClipK(int bits) { return kActivationClipK[std::min(std::max(bits, 2), 8)]; }
 
 double WeightClip(const torch::Tensor& w, double k_w) {
   const double c = k_w * w.detach().abs().mean().item<double>();
@@ -297,24 +342,24 @@ torch::Tensor QuantizeActivation(const torch::Tensor& x, int bits, double clip) 
   return torch::floor(x.clamp(0.0, clip).mul(inv).add(0.5f)).mul(s);
 }
 
-torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs,
-                            const std::vector<int>& bits, double clip) {
-  return MixtureFunction<true>::apply(w, probs, ToInt64(bits), clip);
+torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs, const std::vector<int>& bits,
+                            const std::vector<double>& clips) {
+  return MixtureFunction<true>::apply(w, probs, ToInt64(bits), clips);
 }
 
-torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs,
-                                const std::vector<int>& bits, double clip, double* input_mean) {
-  auto out = MixtureFunction<false>::apply(x, probs, ToInt64(bits), clip);
+torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs, const std::vector<int>& bits,
+                                const std::vector<double>& clips, double* input_mean) {
+  auto out = MixtureFunction<false>::apply(x, probs, ToInt64(bits), clips);
   if (input_mean != nullptr) *input_mean = LastInputMean();
   return out;
 }
 
 torch::Tensor WeightMixtureReference(const torch::Tensor& w, const torch::Tensor& probs,
-                                     const std::vector<int>& bits, double clip) {
-  auto wc = w.clamp(-clip, clip);
+                                     const std::vector<int>& bits, const std::vector<double>& clips) {
   torch::Tensor out;
   for (size_t j = 0; j < bits.size(); ++j) {
-    auto q = wc + (QuantizeWeight(wc.detach(), bits[j], clip) - wc).detach();
+    auto wc = w.clamp(-clips[j], clips[j]);
+    auto q = wc + (QuantizeWeight(wc.detach(), bits[j], clips[j]) - wc).detach();
     auto term = probs[j] * q;
     out = out.defined() ? out + term : term;
   }
@@ -322,11 +367,11 @@ torch::Tensor WeightMixtureReference(const torch::Tensor& w, const torch::Tensor
 }
 
 torch::Tensor ActivationMixtureReference(const torch::Tensor& x, const torch::Tensor& probs,
-                                         const std::vector<int>& bits, double clip) {
-  auto xc = x.clamp(0.0, clip);
+                                         const std::vector<int>& bits, const std::vector<double>& clips) {
   torch::Tensor out;
   for (size_t j = 0; j < bits.size(); ++j) {
-    auto q = xc + (QuantizeActivation(xc.detach(), bits[j], clip) - xc).detach();
+    auto xc = x.clamp(0.0, clips[j]);
+    auto q = xc + (QuantizeActivation(xc.detach(), bits[j], clips[j]) - xc).detach();
     auto term = probs[j] * q;
     out = out.defined() ? out + term : term;
   }

@@ -346,8 +346,8 @@ QuantOptions QuantOptionsFor(const JobSpec& s) {
     q.activation_bits = {int(s.uniform_bits())};
   }
   q.fixed_bits = int(s.model().fixed_bits());
-  q.clip_weight_k = s.search().clip_weight_k();
-  q.clip_activation_k = s.search().clip_activation_k();
+  q.clip_weight_k = s.search().has_clip_weight_k() ? s.search().clip_weight_k() : 0.0;
+  q.clip_activation_k = s.search().has_clip_activation_k() ? s.search().clip_activation_k() : 0.0;
   return q;
 }
 

@@ -167,8 +167,6 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   if (!p->has_start_ratio()) p->set_start_ratio(0.95);
   if (!p->has_prob1_lambda()) p->set_prob1_lambda(5.0);
   if (!p->has_prob1_start()) p->set_prob1_start(0.5);
-  if (!p->has_clip_weight_k()) p->set_clip_weight_k(2.5);
-  if (!p->has_clip_activation_k()) p->set_clip_activation_k(4.0);
   if (!p->has_sampled_warmup()) p->set_sampled_warmup(true);
   if (!p->has_linear_gamma()) p->set_linear_gamma(1.0);
   BPNAS_RETURN_IF_ERROR(CheckPositive("search.linear_gamma", p->linear_gamma(), 1e6));
@@ -191,8 +189,13 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   }
   BPNAS_RETURN_IF_ERROR(CheckRange<double>("search.prob1_lambda", p->prob1_lambda(), 0, 1e4));
   BPNAS_RETURN_IF_ERROR(CheckRange<double>("search.prob1_start", p->prob1_start(), 0, 1));
-  BPNAS_RETURN_IF_ERROR(CheckPositive("search.clip_weight_k", p->clip_weight_k(), 100));
-  BPNAS_RETURN_IF_ERROR(CheckPositive("search.clip_activation_k", p->clip_activation_k(), 100));
+  // Absent Scale-Clip constants mean the per-bitwidth defaults.
+  if (p->has_clip_weight_k()) {
+    BPNAS_RETURN_IF_ERROR(CheckPositive("search.clip_weight_k", p->clip_weight_k(), 100));
+  }
+  if (p->has_clip_activation_k()) {
+    BPNAS_RETURN_IF_ERROR(CheckPositive("search.clip_activation_k", p->clip_activation_k(), 100));
+  }
 
   // finetune
   auto* f = s.mutable_finetune();

@@ -71,11 +71,24 @@ void MixedPrecisionLayerImpl::SetLogits(const std::vector<float>& a, const std::
   beta.copy_(torch::tensor(b));
 }
 
-double MixedPrecisionLayerImpl::WeightClipValue() const { return WeightClip(weight, options_.clip_weight_k); }
+namespace {
 
-double MixedPrecisionLayerImpl::ActivationClipValue() const {
+double WeightK(const QuantOptions& o, int bits) {
+  return o.clip_weight_k > 0 ? o.clip_weight_k : DefaultWeightClipK(bits);
+}
+double ActivationK(const QuantOptions& o, int bits) {
+  return o.clip_activation_k > 0 ? o.clip_activation_k : DefaultActivationClipK(bits);
+}
+
+}  // namespace
+
+double MixedPrecisionLayerImpl::WeightClipValue(int bits) const {
+  return WeightClip(weight, WeightK(options_, bits));
+}
+
+double MixedPrecisionLayerImpl::ActivationClipValue(int bits) const {
   const double m = activation_mean.item<double>();
-  return std::max(options_.clip_activation_k * std::max(m, 0.0), 1e-6);
+  return std::max(ActivationK(options_, bits) * std::max(m, 0.0), 1e-6);
 }
 
 torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
@@ -87,9 +100,6 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
     torch::NoGradGuard guard;  // first batch: start the running mean at this batch's mean
     activation_mean.fill_(x.clamp_min(0).mean().item<float>());
   }
-  const double clip_a = ActivationClipValue();
-  const double clip_w = WeightClipValue();
-
   std::vector<int> wb = weight_bits_, ab = activation_bits_;
   torch::Tensor p, q;
   if (!searchable_) {
@@ -102,6 +112,12 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
     p = WeightProbs();
     q = ActivationProbs();
   }
+  // One clip per branch; mean|W| and the running mean are computed once.
+  const double mean_abs_w = std::max(weight.detach().abs().mean().item<double>(), 0.0);
+  const double mean_a = std::max(activation_mean.item<double>(), 0.0);
+  std::vector<double> clip_w, clip_a;
+  for (int b : wb) clip_w.push_back(std::max(WeightK(options_, b) * mean_abs_w, 1e-8));
+  for (int b : ab) clip_a.push_back(std::max(ActivationK(options_, b) * mean_a, 1e-6));
   torch::Tensor xq, wq;
   double batch_mean = 0;
   if (options_.fused) {

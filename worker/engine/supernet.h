@@ -27,8 +27,10 @@ struct QuantOptions {
   std::vector<int> weight_bits = {2, 3, 4, 8};
   std::vector<int> activation_bits = {2, 3, 4, 8};
   int fixed_bits = 8;
-  double clip_weight_k = 2.5;
-  double clip_activation_k = 4.0;
+  // Scale-Clip constants; 0: the per-bitwidth defaults (DefaultWeightClipK / DefaultActivationClipK),
+  // > 0: this k for every bitwidth.
+  double clip_weight_k = 0;
+  double clip_activation_k = 0;
   double activation_ema = 0.1;  // weight of the new batch mean in the running mean
   bool fused = true;            // false: the naive per-branch expressions (bench reference)
   bool quantize = true;         // false: plain FP32 layers (bench baseline)
@@ -57,9 +59,9 @@ class MixedPrecisionLayerImpl : public torch::nn::Module {
   // Sets the logits to the given values (the feasible start).
   void SetLogits(const std::vector<float>& alpha, const std::vector<float>& beta);
 
-  // Quantization state for export.
-  double WeightClipValue() const;
-  double ActivationClipValue() const;
+  // The clips at a bitwidth (quantization state for export).
+  double WeightClipValue(int bits) const;
+  double ActivationClipValue(int bits) const;
 
   torch::Tensor weight, bias, alpha, beta;
   torch::Tensor activation_mean;  // running mean of the input activation (buffer, scalar)
