@@ -173,8 +173,14 @@ def main():
         rows.append({"metric": metric, "bits": bits, "budget": budget, "bpnas": r_a, "uniform": r_b, "linear": r_c,
                      "uniform_fits": bool(fitting) if "uniform" in methods else None})
 
+    # 4. The ceiling: how much accuracy any bit allocation could recover at most (uniform 8-bit, same
+    #    fine-tune, and the FP32 start itself). A method cannot beat uniform b-bit by more than this gap.
+    ceiling = None
+    if "uniform" in methods and not a.quick:
+        ceiling = search("ceiling-uniform8", "UNIFORM", "BITOPS", 8, uniform_bits=8)
+
     summary = {"args": vars(a), "pretrain": pre, "gamma": chosen_gamma, "calibration": calibration,
-               "rows": rows, "total_seconds": time.time() - t_start}
+               "rows": rows, "ceiling": ceiling, "total_seconds": time.time() - t_start}
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     table = render_table(summary)
@@ -213,6 +219,11 @@ def render_table(s):
             lines.append(f"| {row['metric']} | {row['bits']:g} | {label} | {bits} | {r['cost']:.4g} | "
                          f"{r['cost'] / r['budget']:.3f} | {'yes' if r.get('within_budget') else 'NO'} | "
                          f"{r['test_accuracy']:.2f}% | {search:.0f} | {ft:.0f} |")
+    lines.append("")
+    lines.append(f"FP32 start (pretrained, shared by every run): {s['pretrain']['fp32_test_accuracy']:.2f}%")
+    if s.get("ceiling"):
+        lines.append(f"Ceiling, uniform 8-bit with the same fine-tune: {s['ceiling']['test_accuracy']:.2f}%")
+    lines.append(f"Total wall time: {s['total_seconds'] / 60:.1f} min")
     return "\n".join(lines) + "\n"
 
 
