@@ -6,6 +6,9 @@ One command runs everything and writes a Markdown table, JSON results and PNG pl
     python3 experiments/results.py --out out/results            # full run (see --help for sizes)
     python3 experiments/results.py --quick --out out/results-q  # minutes: a subset, for CI
 
+A run whose result file exists and was made from the same spec is reused, so an interrupted
+harness picks up where it stopped (delete the folder to start afresh).
+
 Protocol (issue "Results"): one FP32-pretrained resnet20 is the shared starting point. For every
 budget: (a) BP-NAS: one search from the pretrained weights, then the derived network is fine-tuned
 from the pretrained weights; (b) uniform quantization at the highest uniform bitwidth that fits the
@@ -15,6 +18,7 @@ metric on one budget and reused, fine-tuned the same way. Search time is reporte
 fine-tune time.
 """
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -46,6 +50,7 @@ def parse_args():
     p.add_argument("--extra", default="{}", help="JSON merged into every spec's \"search\" (experiments)")
     p.add_argument("--quick", action="store_true", help="a few-minute version on a subset (CI)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="run everything again, ignoring finished runs in --out")
     a = p.parse_args()
     if a.quick:
         a.width, a.train_limit, a.test_limit = 0.25, 2000, 1000
@@ -53,6 +58,34 @@ def parse_args():
         a.bitops_bits, a.size_bits, a.gammas = "3,4", "3", "1"
         a.calibrate_bits = 4.0
     return a
+
+
+def spec_digest(spec_path):
+    with open(spec_path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+FRESH = False
+
+
+def cached(spec_path, result_path):
+    """A finished run's result, if it was made from exactly this spec (an interrupted harness resumes)."""
+    if FRESH:
+        return None
+    try:
+        with open(result_path) as f:
+            r = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return r if r.get("spec_sha256") == spec_digest(spec_path) else None
+
+
+def save_result(spec_path, result_path, r):
+    r["spec_sha256"] = spec_digest(spec_path)
+    tmp = result_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(r, f, indent=2)
+    os.replace(tmp, result_path)
 
 
 def run(cmd, log):
@@ -66,7 +99,9 @@ def run(cmd, log):
 
 
 def main():
+    global FRESH
     a = parse_args()
+    FRESH = a.fresh
     os.makedirs(a.out, exist_ok=True)
     base = {
         "model": {"name": "resnet20", "width_multiplier": a.width},
@@ -94,10 +129,14 @@ def main():
     # 1. The shared FP32 starting point.
     weights = os.path.join(a.out, "fp32.pt")
     spec = write_spec("pretrain")
-    out, secs = run([a.bin, "pretrain", "--spec", spec, "--out", weights, "--epochs", str(a.pretrain_epochs),
-                     "--json"], os.path.join(a.out, "pretrain.log"))
-    pre = json.loads(out)
-    pre["seconds"] = secs
+    pre = cached(spec, os.path.join(a.out, "pretrain.result.json"))
+    if pre is None or not os.path.exists(weights):
+        out, secs = run([a.bin, "pretrain", "--spec", spec, "--out", weights, "--epochs", str(a.pretrain_epochs),
+                         "--json"], os.path.join(a.out, "pretrain.log"))
+        pre = json.loads(out)
+        pre["seconds"] = secs
+        save_result(spec, os.path.join(a.out, "pretrain.result.json"), pre)
+    secs = pre["seconds"]
     print(f"pretrained FP32: {pre['fp32_test_accuracy']:.2f}% in {secs:.0f}s", flush=True)
 
     def search(name, method, metric, bits, gamma=None, uniform_bits=None, finetune=True):
@@ -110,14 +149,19 @@ def main():
             patch["uniform_bits"] = uniform_bits
         spec = write_spec(name, **patch)
         trace = os.path.join(a.out, name + ".trace.jsonl")
-        out, secs = run([a.bin, "search", "--spec", spec, "--out", os.path.join(a.out, name + ".bpq"), "--json",
-                         "--trace", trace], os.path.join(a.out, name + ".log"))
-        r = json.loads(out[out.index("{"):])
-        r["wall_seconds"] = secs
-        r["name"] = name
-        r["phase_seconds"] = {p["phase"]: p["seconds"] for p in r.get("phase_times", [])}
-        with open(os.path.join(a.out, name + ".result.json"), "w") as f:
-            json.dump(r, f, indent=2)
+        result_path = os.path.join(a.out, name + ".result.json")
+        r = cached(spec, result_path)
+        if r is not None:
+            print(f"  {name}: reused {result_path}", flush=True)
+        else:
+            out, secs = run([a.bin, "search", "--spec", spec, "--out", os.path.join(a.out, name + ".bpq"), "--json",
+                             "--trace", trace], os.path.join(a.out, name + ".log"))
+            r = json.loads(out[out.index("{"):])
+            r["wall_seconds"] = secs
+            r["name"] = name
+            r["phase_seconds"] = {p["phase"]: p["seconds"] for p in r.get("phase_times", [])}
+            save_result(spec, result_path, r)
+        secs = r["wall_seconds"]
         print(f"  {name}: cost/budget {r['cost'] / r['budget']:.3f} within={r.get('within_budget', False)} "
               f"acc {r['test_accuracy']:.2f}% ({secs:.0f}s)", flush=True)
         return r

@@ -248,6 +248,7 @@ void WorkerAgent::RunAssignment(Running* r) {
   RunOptions run;
   run.report_every = std::max(1, options_.report_every);
   run.should_stop = [r] { return r->stop.load(); };
+  if (options_.device == bpnas::v1::GPU) run.device = torch::Device(torch::kCUDA, 0);
   {
     std::lock_guard<std::mutex> lock(r->mu);
     run.collective = r->collective.get();

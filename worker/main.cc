@@ -3,6 +3,8 @@
 #include <iostream>
 #include <thread>
 
+#include <torch/cuda.h>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -40,6 +42,12 @@ int main(int argc, char** argv) {
     o.device = bpnas::v1::CPU;
   } else if (device == "gpu") {
     o.device = bpnas::v1::GPU;
+    // A GPU worker trains on CUDA device 0 (set CUDA_VISIBLE_DEVICES to choose) and joins over NCCL.
+    if (!torch::cuda::is_available()) {
+      std::cerr << "bpnas-worker: --device gpu: no CUDA device is visible to LibTorch (a CPU-only LibTorch, "
+                   "no driver, or CUDA_VISIBLE_DEVICES empty)\n";
+      return 2;
+    }
   } else {
     std::cerr << "bpnas-worker: --device: cpu or gpu, got \"" << device << "\"\n";
     return 2;

@@ -191,7 +191,8 @@ torch::Tensor Shard(const torch::Tensor& indices, const RunOptions& options) {
   return indices.slice(0, Rank(options), indices.size(0), world).narrow(0, 0, per_rank);
 }
 
-// Accuracy in percent over the ranks' shards of `data`.
+torch::Device DeviceOf(Supernet& net) { return net->parameters().front().device(); }
+
 // Correct predictions of `net` (eval mode) on every stride-th sample of `data` from `first`, and
 // how many samples that is.
 std::pair<int64_t, int64_t> CountCorrect(Supernet& net, const Dataset& data, int64_t first, int64_t stride,
@@ -204,8 +205,8 @@ std::pair<int64_t, int64_t> CountCorrect(Supernet& net, const Dataset& data, int
   int64_t correct = 0;
   for (int64_t i = 0; i < n; i += batch_size) {
     const int64_t b = std::min<int64_t>(batch_size, n - i);
-    auto logits = net->forward(images.narrow(0, i, b));
-    correct += logits.argmax(1).eq(labels.narrow(0, i, b)).sum().item<int64_t>();
+    auto logits = net->forward(images.narrow(0, i, b).to(DeviceOf(net)));
+    correct += logits.argmax(1).cpu().eq(labels.narrow(0, i, b)).sum().item<int64_t>();
   }
   return {correct, n};
 }
@@ -214,9 +215,11 @@ std::pair<int64_t, int64_t> CountCorrect(Supernet& net, const Dataset& data, int
 double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions& options) {
   if (WorldSize(options) == 1) return Evaluate(net, data);
   const auto [correct, seen] = CountCorrect(net, data, Rank(options), WorldSize(options), 500);
-  std::vector<torch::Tensor> counts = {torch::tensor({double(correct), double(seen)}, torch::kDouble)};
+  std::vector<torch::Tensor> counts = {
+      torch::tensor({double(correct), double(seen)}, torch::kDouble).to(options.device)};
   absl::Status st = options.collective->AllReduceSum(counts);
   if (!st.ok()) throw CollectiveFailed{st};
+  counts[0] = counts[0].cpu();
   const double total = counts[0][1].item<double>();
   return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
 }
@@ -277,8 +280,8 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
       }
     }
     auto idx = sampler.Next();
-    auto x = train.images.index_select(0, idx);
-    auto y = train.labels.index_select(0, idx);
+    auto x = train.images.index_select(0, idx).to(options.device);
+    auto y = train.labels.index_select(0, idx).to(options.device);
     SetLearningRate(opt, CosineLr(base_lr, *global_step, total_steps));
     opt.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
@@ -352,16 +355,17 @@ QuantOptions QuantOptionsFor(const JobSpec& s) {
 }
 
 torch::Tensor ExpectedCostRatio(const Supernet& net, const CostModel& cost, double budget) {
-  torch::Tensor total = torch::full({}, cost.Fixed() / budget);
+  const auto on = net->parameters().front().options();
+  torch::Tensor total = torch::full({}, cost.Fixed() / budget, on);
   auto layers = net->searchable_layers();
   for (size_t i = 0; i < layers.size(); ++i) {
     const auto& l = layers[i];
     std::vector<float> wb(l->weight_bits().begin(), l->weight_bits().end());
     std::vector<float> ab(l->activation_bits().begin(), l->activation_bits().end());
-    auto ew = (l->WeightProbs() * torch::tensor(wb)).sum();
+    auto ew = (l->WeightProbs() * torch::tensor(wb).to(on.device())).sum();
     const double coef = cost.LayerCoefficient(i) / budget;
     if (cost.metric() == CostMetricKind::kBitOps) {
-      auto ea = (l->ActivationProbs() * torch::tensor(ab)).sum();
+      auto ea = (l->ActivationProbs() * torch::tensor(ab).to(on.device())).sum();
       total = total + coef * ew * ea;
     } else {
       total = total + coef * ew;
@@ -485,6 +489,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
 
   Supernet net(plan.graph, QuantOptionsFor(s));
   if (!s.init_weights().empty()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
+  net->to(options.device);
   const bool uniform = s.method() == bpnas::v1::UNIFORM;
   const bool linear = s.method() == bpnas::v1::LINEAR_PENALTY;
   const bool uniform_train = uniform && !s.finetune().from_init();  // same total epochs as a search
@@ -568,8 +573,9 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   auto save = [&]() -> std::string {
     torch::NoGradGuard guard;
     torch::serialize::OutputArchive a;
-    for (const auto& p : net->named_parameters()) a.write("net." + p.key(), p.value().detach());
-    for (const auto& b : net->named_buffers()) a.write("net." + b.key(), b.value(), /*is_buffer=*/true);
+    // Network tensors are stored as CPU tensors whatever the device, so any worker can read them.
+    for (const auto& p : net->named_parameters()) a.write("net." + p.key(), p.value().detach().cpu());
+    for (const auto& b : net->named_buffers()) a.write("net." + b.key(), b.value().cpu(), /*is_buffer=*/true);
     auto write_optimizer = [&](const std::string& key, torch::optim::Optimizer* opt) {
       if (opt == nullptr) return;
       torch::serialize::OutputArchive o;
@@ -741,7 +747,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         SetLearningRate(*wopt, CosineLr(sp.weight_lr(), sched.global, total_weight_steps));
         wopt->zero_grad();
         auto wloss = torch::nn::functional::cross_entropy(
-            net->forward(data.train.images.index_select(0, widx)), data.train.labels.index_select(0, widx));
+            net->forward(data.train.images.index_select(0, widx).to(options.device)),
+            data.train.labels.index_select(0, widx).to(options.device));
         wloss.backward();
         SyncStep(net, weight_params, options);
         wopt->step();
@@ -753,7 +760,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         auto aidx = asampler->Next();
         aopt->zero_grad();
         auto ce = torch::nn::functional::cross_entropy(
-            net->forward(data.train.images.index_select(0, aidx)), data.train.labels.index_select(0, aidx));
+            net->forward(data.train.images.index_select(0, aidx).to(options.device)),
+            data.train.labels.index_select(0, aidx).to(options.device));
         auto ratio = ExpectedCostRatio(net, plan.cost_model, budget);
         torch::Tensor barrier;
         if (linear) {
@@ -902,6 +910,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     ev.epoch_end = true;
     options.progress(ev);
   }
+  net->to(torch::kCPU);  // export reads the tensors' memory
   return ExportQuantizedModel(net, plan, result);
 }
 

@@ -50,6 +50,10 @@ struct RunOptions {
   // holds the same model; evaluation counts are summed. A failed collective ends the run with its
   // status. Every rank must run the same spec.
   Collective* collective = nullptr;
+  // Where the network trains. The data stays on the CPU and each batch is copied over; on a CUDA
+  // device the layers use the mixture's plain torch expressions (the fused kernels are CPU code),
+  // and the network comes back to the CPU for export. Collectives then see CUDA tensors (NCCL).
+  torch::Device device = torch::kCPU;
 };
 
 // Runs the job the plan describes on `data` and returns the finished artifact (result filled in).

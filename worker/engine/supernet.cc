@@ -46,12 +46,12 @@ MixedPrecisionLayerImpl::MixedPrecisionLayerImpl(const GraphNode& node, const Qu
 }
 
 torch::Tensor MixedPrecisionLayerImpl::WeightProbs() const {
-  if (!searchable_) return torch::ones({1});
+  if (!searchable_) return torch::ones({1}, weight.options());
   return torch::softmax(alpha, 0);
 }
 
 torch::Tensor MixedPrecisionLayerImpl::ActivationProbs() const {
-  if (!searchable_) return torch::ones({1});
+  if (!searchable_) return torch::ones({1}, weight.options());
   return torch::softmax(beta, 0);
 }
 
@@ -103,11 +103,11 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
   std::vector<int> wb = weight_bits_, ab = activation_bits_;
   torch::Tensor p, q;
   if (!searchable_) {
-    p = q = torch::ones({1});
+    p = q = torch::ones({1}, weight.options());
   } else if (pinned()) {
     wb = {weight_bits_[pinned_w_]};
     ab = {activation_bits_[pinned_a_]};
-    p = q = torch::ones({1});
+    p = q = torch::ones({1}, weight.options());
   } else {
     p = WeightProbs();
     q = ActivationProbs();
@@ -120,7 +120,7 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
   for (int b : ab) clip_a.push_back(std::max(ActivationK(options_, b) * mean_a, 1e-6));
   torch::Tensor xq, wq;
   double batch_mean = 0;
-  if (options_.fused) {
+  if (options_.fused && x.is_cpu()) {  // the fused kernels are CPU code
     xq = ActivationMixture(x, q, ab, clip_a, &batch_mean);
     wq = WeightMixture(weight, p, wb, clip_w);
   } else {
