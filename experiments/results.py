@@ -51,6 +51,8 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="a few-minute version on a subset (CI)")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--fresh", action="store_true", help="run everything again, ignoring finished runs in --out")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write the table and plots from the runs already finished in --out")
     a = p.parse_args()
     if a.quick:
         a.width, a.train_limit, a.test_limit = 0.25, 2000, 1000
@@ -125,11 +127,12 @@ def main():
             json.dump(spec, f, indent=2)
         return path
 
-    t_start = time.time()
     # 1. The shared FP32 starting point.
     weights = os.path.join(a.out, "fp32.pt")
     spec = write_spec("pretrain")
     pre = cached(spec, os.path.join(a.out, "pretrain.result.json"))
+    if a.report_only and pre is None:
+        sys.exit(f"results: --report-only: no finished pretraining in {a.out}")
     if pre is None or not os.path.exists(weights):
         out, secs = run([a.bin, "pretrain", "--spec", spec, "--out", weights, "--epochs", str(a.pretrain_epochs),
                          "--json"], os.path.join(a.out, "pretrain.log"))
@@ -138,6 +141,8 @@ def main():
         save_result(spec, os.path.join(a.out, "pretrain.result.json"), pre)
     secs = pre["seconds"]
     print(f"pretrained FP32: {pre['fp32_test_accuracy']:.2f}% in {secs:.0f}s", flush=True)
+
+    run_seconds = [pre["seconds"]]  # every run's wall time, reused ones included
 
     def search(name, method, metric, bits, gamma=None, uniform_bits=None, finetune=True):
         patch = {"method": method, "init_weights": weights,
@@ -153,6 +158,8 @@ def main():
         r = cached(spec, result_path)
         if r is not None:
             print(f"  {name}: reused {result_path}", flush=True)
+        elif a.report_only:
+            return None
         else:
             out, secs = run([a.bin, "search", "--spec", spec, "--out", os.path.join(a.out, name + ".bpq"), "--json",
                              "--trace", trace], os.path.join(a.out, name + ".log"))
@@ -162,6 +169,7 @@ def main():
             r["phase_seconds"] = {p["phase"]: p["seconds"] for p in r.get("phase_times", [])}
             save_result(spec, result_path, r)
         secs = r["wall_seconds"]
+        run_seconds.append(secs)
         print(f"  {name}: cost/budget {r['cost'] / r['budget']:.3f} within={r.get('within_budget', False)} "
               f"acc {r['test_accuracy']:.2f}% ({secs:.0f}s)", flush=True)
         return r
@@ -188,11 +196,15 @@ def main():
         for g in gammas:
             r = search(f"calib-{metric.lower()}-g{g}", "LINEAR_PENALTY", metric, a.calibrate_bits, gamma=g,
                        finetune=False)
+            if r is None:
+                continue
             ratio = r["cost"] / r["budget"]
             calibration.append({"metric": metric, "gamma": g, "ratio": ratio})
             key = (0, -ratio) if ratio <= 1 else (1, ratio)
             if best is None or key < best[0]:
                 best = (key, g)
+        if best is None:
+            continue
         chosen_gamma[metric] = best[1]
         print(f"linear penalty gamma for {metric}: {best[1]}", flush=True)
 
@@ -202,6 +214,8 @@ def main():
         costs, report = uniform_costs(metric)
         budget = None
         r_a = search(f"{metric.lower()}-b{bits}-bpnas", "BPNAS", metric, bits)
+        if r_a is None:
+            continue  # --report-only: not run yet
         budget = r_a["budget"]
         if "uniform" not in methods:
             costs = {}
@@ -211,7 +225,7 @@ def main():
             ub = max(fitting)
             r_b = search(f"{metric.lower()}-b{bits}-uniform{ub}", "UNIFORM", metric, bits, uniform_bits=ub)
         r_c = None
-        if "linear" in methods:
+        if "linear" in methods and metric in chosen_gamma:
             r_c = search(f"{metric.lower()}-b{bits}-linear", "LINEAR_PENALTY", metric, bits,
                          gamma=chosen_gamma[metric])
         rows.append({"metric": metric, "bits": bits, "budget": budget, "bpnas": r_a, "uniform": r_b, "linear": r_c,
@@ -220,11 +234,12 @@ def main():
     # 4. The ceiling: how much accuracy any bit allocation could recover at most (uniform 8-bit, same
     #    fine-tune, and the FP32 start itself). A method cannot beat uniform b-bit by more than this gap.
     ceiling = None
-    if "uniform" in methods and not a.quick:
+    if "uniform" in methods and not a.quick and len(rows) == len(budgets):
         ceiling = search("ceiling-uniform8", "UNIFORM", "BITOPS", 8, uniform_bits=8)
 
     summary = {"args": vars(a), "pretrain": pre, "gamma": chosen_gamma, "calibration": calibration,
-               "rows": rows, "ceiling": ceiling, "total_seconds": time.time() - t_start}
+               "rows": rows, "ceiling": ceiling, "total_seconds": sum(run_seconds),
+               "complete": len(rows) == len(budgets)}
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     table = render_table(summary)
@@ -267,7 +282,9 @@ def render_table(s):
     lines.append(f"FP32 start (pretrained, shared by every run): {s['pretrain']['fp32_test_accuracy']:.2f}%")
     if s.get("ceiling"):
         lines.append(f"Ceiling, uniform 8-bit with the same fine-tune: {s['ceiling']['test_accuracy']:.2f}%")
-    lines.append(f"Total wall time: {s['total_seconds'] / 60:.1f} min")
+    lines.append(f"Wall time of all runs (pretraining, calibration, every method): {s['total_seconds'] / 60:.1f} min")
+    if not s.get("complete", True):
+        lines.append("Incomplete: budgets without a finished BP-NAS run are not shown yet.")
     return "\n".join(lines) + "\n"
 
 
@@ -299,6 +316,8 @@ def plot(s, out):
         plt.close(fig)
     bitops = [r for r in s["rows"] if r["metric"] == "BITOPS"]
     picks = [bitops[0], bitops[len(bitops) // 2]] if len(bitops) > 1 else bitops
+    if not picks:
+        return
     fig, axes = plt.subplots(1, len(picks), figsize=(6 * len(picks), 4), squeeze=False)
     for ax, row in zip(axes[0], picks):
         for key, label in (("bpnas", "BP-NAS"), ("linear", "linear penalty")):
