@@ -234,7 +234,7 @@ def main():
     # 4. The ceiling: how much accuracy any bit allocation could recover at most (uniform 8-bit, same
     #    fine-tune, and the FP32 start itself). A method cannot beat uniform b-bit by more than this gap.
     ceiling = None
-    if "uniform" in methods and not a.quick and len(rows) == len(budgets):
+    if "uniform" in methods and not a.quick:
         ceiling = search("ceiling-uniform8", "UNIFORM", "BITOPS", 8, uniform_bits=8)
 
     summary = {"args": vars(a), "pretrain": pre, "gamma": chosen_gamma, "calibration": calibration,
