@@ -67,12 +67,9 @@ def spec_digest(spec_path):
         return hashlib.sha256(f.read()).hexdigest()
 
 
-FRESH = False
-
-
-def cached(spec_path, result_path):
+def cached(spec_path, result_path, fresh):
     """A finished run's result, if it was made from exactly this spec (an interrupted harness resumes)."""
-    if FRESH:
+    if fresh:
         return None
     try:
         with open(result_path) as f:
@@ -101,9 +98,7 @@ def run(cmd, log):
 
 
 def main():
-    global FRESH
     a = parse_args()
-    FRESH = a.fresh
     os.makedirs(a.out, exist_ok=True)
     base = {
         "model": {"name": "resnet20", "width_multiplier": a.width},
@@ -130,10 +125,10 @@ def main():
     # 1. The shared FP32 starting point.
     weights = os.path.join(a.out, "fp32.pt")
     spec = write_spec("pretrain")
-    pre = cached(spec, os.path.join(a.out, "pretrain.result.json"))
-    if a.report_only and pre is None:
-        sys.exit(f"results: --report-only: no finished pretraining in {a.out}")
+    pre = cached(spec, os.path.join(a.out, "pretrain.result.json"), a.fresh)
     if pre is None or not os.path.exists(weights):
+        if a.report_only:
+            sys.exit(f"results: --report-only: no finished pretraining in {a.out}")
         out, secs = run([a.bin, "pretrain", "--spec", spec, "--out", weights, "--epochs", str(a.pretrain_epochs),
                          "--json"], os.path.join(a.out, "pretrain.log"))
         pre = json.loads(out)
@@ -155,7 +150,7 @@ def main():
         spec = write_spec(name, **patch)
         trace = os.path.join(a.out, name + ".trace.jsonl")
         result_path = os.path.join(a.out, name + ".result.json")
-        r = cached(spec, result_path)
+        r = cached(spec, result_path, a.fresh)
         if r is not None:
             print(f"  {name}: reused {result_path}", flush=True)
         elif a.report_only:

@@ -193,6 +193,11 @@ torch::Tensor Shard(const torch::Tensor& indices, const RunOptions& options) {
 
 torch::Device DeviceOf(Supernet& net) { return net->parameters().front().device(); }
 
+// The samples `idx` of `data` (images, labels), copied to the training device.
+std::pair<torch::Tensor, torch::Tensor> Batch(const Dataset& data, const torch::Tensor& idx, torch::Device device) {
+  return {data.images.index_select(0, idx).to(device), data.labels.index_select(0, idx).to(device)};
+}
+
 // Correct predictions of `net` (eval mode) on every stride-th sample of `data` from `first`, and
 // how many samples that is.
 std::pair<int64_t, int64_t> CountCorrect(Supernet& net, const Dataset& data, int64_t first, int64_t stride,
@@ -280,8 +285,7 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
       }
     }
     auto idx = sampler.Next();
-    auto x = train.images.index_select(0, idx).to(options.device);
-    auto y = train.labels.index_select(0, idx).to(options.device);
+    auto [x, y] = Batch(train, idx, options.device);
     SetLearningRate(opt, CosineLr(base_lr, *global_step, total_steps));
     opt.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
@@ -746,9 +750,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         auto widx = wsampler->Next();
         SetLearningRate(*wopt, CosineLr(sp.weight_lr(), sched.global, total_weight_steps));
         wopt->zero_grad();
-        auto wloss = torch::nn::functional::cross_entropy(
-            net->forward(data.train.images.index_select(0, widx).to(options.device)),
-            data.train.labels.index_select(0, widx).to(options.device));
+        auto [wx, wy] = Batch(data.train, widx, options.device);
+        auto wloss = torch::nn::functional::cross_entropy(net->forward(wx), wy);
         wloss.backward();
         SyncStep(net, weight_params, options);
         wopt->step();
@@ -759,9 +762,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         SetRequiresGrad(arch_params, true);
         auto aidx = asampler->Next();
         aopt->zero_grad();
-        auto ce = torch::nn::functional::cross_entropy(
-            net->forward(data.train.images.index_select(0, aidx).to(options.device)),
-            data.train.labels.index_select(0, aidx).to(options.device));
+        auto [ax, ay] = Batch(data.train, aidx, options.device);
+        auto ce = torch::nn::functional::cross_entropy(net->forward(ax), ay);
         auto ratio = ExpectedCostRatio(net, plan.cost_model, budget);
         torch::Tensor barrier;
         if (linear) {

@@ -82,14 +82,23 @@ double ActivationK(const QuantOptions& o, int bits) {
 
 }  // namespace
 
-double MixedPrecisionLayerImpl::WeightClipValue(int bits) const {
-  return WeightClip(weight, WeightK(options_, bits));
+std::vector<double> MixedPrecisionLayerImpl::WeightClips(const std::vector<int>& bits) const {
+  const double mean_abs_w = weight.detach().abs().mean().item<double>();  // once for every branch
+  std::vector<double> clips;
+  for (int b : bits) clips.push_back(std::max(WeightK(options_, b) * mean_abs_w, 1e-8));
+  return clips;
 }
 
-double MixedPrecisionLayerImpl::ActivationClipValue(int bits) const {
-  const double m = activation_mean.item<double>();
-  return std::max(ActivationK(options_, bits) * std::max(m, 0.0), 1e-6);
+std::vector<double> MixedPrecisionLayerImpl::ActivationClips(const std::vector<int>& bits) const {
+  const double m = std::max(activation_mean.item<double>(), 0.0);
+  std::vector<double> clips;
+  for (int b : bits) clips.push_back(std::max(ActivationK(options_, b) * m, 1e-6));
+  return clips;
 }
+
+double MixedPrecisionLayerImpl::WeightClipValue(int bits) const { return WeightClips({bits})[0]; }
+
+double MixedPrecisionLayerImpl::ActivationClipValue(int bits) const { return ActivationClips({bits})[0]; }
 
 torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
   if (!options_.quantize) {
@@ -112,12 +121,7 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
     p = WeightProbs();
     q = ActivationProbs();
   }
-  // One clip per branch; mean|W| and the running mean are computed once.
-  const double mean_abs_w = std::max(weight.detach().abs().mean().item<double>(), 0.0);
-  const double mean_a = std::max(activation_mean.item<double>(), 0.0);
-  std::vector<double> clip_w, clip_a;
-  for (int b : wb) clip_w.push_back(std::max(WeightK(options_, b) * mean_abs_w, 1e-8));
-  for (int b : ab) clip_a.push_back(std::max(ActivationK(options_, b) * mean_a, 1e-6));
+  const std::vector<double> clip_w = WeightClips(wb), clip_a = ActivationClips(ab);  // one per branch
   torch::Tensor xq, wq;
   double batch_mean = 0;
   if (options_.fused && x.is_cpu()) {  // the fused kernels are CPU code

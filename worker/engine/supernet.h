@@ -59,7 +59,10 @@ class MixedPrecisionLayerImpl : public torch::nn::Module {
   // Sets the logits to the given values (the feasible start).
   void SetLogits(const std::vector<float>& alpha, const std::vector<float>& beta);
 
-  // The clips at a bitwidth (quantization state for export).
+  // Scale-Clip's clips, one per bitwidth in `bits`: k_w(b) * mean|W| and k_a(b) * the running mean.
+  std::vector<double> WeightClips(const std::vector<int>& bits) const;
+  std::vector<double> ActivationClips(const std::vector<int>& bits) const;
+  // The clips at one bitwidth (quantization state for export).
   double WeightClipValue(int bits) const;
   double ActivationClipValue(int bits) const;
 
