@@ -14,10 +14,14 @@
 // sequential benchmarks turn into ratio noise. Layer micro-benchmarks use Google Benchmark.
 //
 // Flags: --batch N (128), --width W (1.0), --threads T (all cores), --rounds R (12),
-//        --naive-rounds R (3), plus Google Benchmark flags (e.g. --benchmark_filter=none).
+//        --naive-rounds R (3), --profile VARIANT (run only fp32 | fixed4 | wstep | astep | naive, for
+//        --profile-steps N steps, and exit: for a profiler; --trace FILE adds a Chrome trace of the
+//        operators), plus Google Benchmark flags
+//        (e.g. --benchmark_filter=none).
 #include <benchmark/benchmark.h>
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/nn/functional.h>
 #include <torch/optim/adam.h>
 #include <torch/optim/sgd.h>
@@ -98,12 +102,8 @@ void ArchStep(Fixture& f) {
   f.aopt->zero_grad();
   auto ce = torch::nn::functional::cross_entropy(f.net->forward(f.x), f.y);
   auto ratio = ExpectedCostRatio(f.net, f.plan.cost_model, f.plan.budget);
-  std::vector<torch::Tensor> wp, ap;
-  for (auto l : f.net->searchable_layers()) {
-    wp.push_back(l->WeightProbs());
-    ap.push_back(l->ActivationProbs());
-  }
-  auto loss = ce + BarrierPenalty(ratio - 1.0, 100) + BarrierPenalty(0.9 - ratio, 100) + Prob1Regularizer(wp, ap);
+  auto prob1 = Prob1RegularizerStacked(f.net->StackedWeightProbs(), f.net->StackedActivationProbs());
+  auto loss = ce + BarrierPenalty(ratio - 1.0, 100) + BarrierPenalty(0.9 - ratio, 100) + prob1;
   loss.backward();
   f.aopt->step();
 }
@@ -200,6 +200,32 @@ void PairedStepRatios(int rounds, int naive_rounds) {
               "   per_sample divides by two fp32 steps: the same number of samples.)\n");
 }
 
+// One variant in a loop, nothing else: a profiler then sees only that variant's step.
+int ProfileOnly(const std::string& variant, int steps, const std::string& trace) {
+  const bool fp32 = variant == "fp32", fixed4 = variant == "fixed4";
+  const bool wstep = variant == "wstep", astep = variant == "astep", naive = variant == "naive";
+  if (!fp32 && !fixed4 && !wstep && !astep && !naive) {
+    std::fprintf(stderr, "--profile: unknown variant '%s' (fp32, fixed4, wstep, astep, naive)\n", variant.c_str());
+    return 2;
+  }
+  auto f = Make(!fp32, !naive, fixed4 ? 4 : 0);
+  auto step = [&] {
+    if (astep) ArchStep(f);
+    else WeightStep(f);
+    if (naive) ArchStep(f);
+  };
+  for (int i = 0; i < 2; ++i) step();
+  if (!trace.empty()) {  // LibTorch's operator profiler: a Chrome trace of `steps` steps
+    torch::autograd::profiler::RecordProfile guard(trace);
+    for (int i = 0; i < steps; ++i) step();
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < steps; ++i) step();
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("%s: %d steps, %.1f ms per step\n", variant.c_str(), steps, ms / std::max(steps, 1));
+  return 0;
+}
+
 }  // namespace
 }  // namespace bpnas
 
@@ -207,13 +233,17 @@ int main(int argc, char** argv) {
   bpnas::TuneAllocatorForTraining();
   std::vector<char*> rest = {argv[0]};
   int threads = int(std::max(1u, std::thread::hardware_concurrency()));
-  int rounds = 12, naive_rounds = 3;
+  int rounds = 12, naive_rounds = 3, profile_steps = 20;
+  std::string profile, trace;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) bpnas::g_batch = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--width") && i + 1 < argc) bpnas::g_width = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--naive-rounds") && i + 1 < argc) naive_rounds = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc) profile = argv[++i];
+    else if (!std::strcmp(argv[i], "--trace") && i + 1 < argc) trace = argv[++i];
+    else if (!std::strcmp(argv[i], "--profile-steps") && i + 1 < argc) profile_steps = std::atoi(argv[++i]);
     else rest.push_back(argv[i]);
   }
   {
@@ -222,6 +252,7 @@ int main(int argc, char** argv) {
     bpnas::ConfigureTorchForTraining(spec);  // the same settings as a search
   }
   using namespace bpnas;
+  if (!profile.empty()) return ProfileOnly(profile, profile_steps, trace);
   benchmark::RegisterBenchmark("load_fashion_mnist", BM_LoadFashionMnist)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_conv3x3_fwd_bwd", BM_ConvLayer)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_act_mixture_fwd_bwd", BM_ActMixtureLayer)

@@ -1,5 +1,7 @@
 #include "common/memory.h"
 
+#include <cstdlib>  // defines __GLIBC__ on glibc systems; the test below needs a libc header first
+
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif

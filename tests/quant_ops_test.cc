@@ -91,9 +91,9 @@ TEST(FusedMixture, WeightMatchesReferenceValuesAndGradients) {
   EXPECT_LT(MaxAbsDiff(l1.grad(), l2.grad()), 1e-4);
 }
 
-// Without probability gradients (weight steps) the fused activation mixture keeps a one-byte index per
-// element instead of x; its input gradient must be the same.
-TEST(FusedMixture, MaskedActivationGradientMatchesReference) {
+// Without probability gradients (weight steps) the fused activation mixture computes only the input
+// gradient; it must equal the reference's.
+TEST(FusedMixture, InputGradientWithoutProbabilityGradientMatchesReference) {
   torch::manual_seed(9);
   auto x0 = torch::randn({2, 3, 33, 31}) * 2.0;  // negatives, inside, and beyond every clip
   auto probs = torch::softmax(torch::randn({4}), 0);
@@ -124,6 +124,30 @@ TEST(FusedMixture, StraightThroughGradientFollowsEachBranchClip) {
   auto y = WeightMixture(w, torch::tensor({0.25f, 0.75f}), {2, 8}, {1.0, 2.0});
   y.sum().backward();
   EXPECT_TRUE(torch::allclose(w.grad(), torch::tensor({0.75f, 1.0f, 1.0f, 0.75f, 0.0f})));
+}
+
+// The supernet skips a ReLU that only quantized layers read: both mixtures (fused and the reference the
+// GPU path uses) must give relu(x)'s outputs and gradients on x directly.
+TEST(FusedMixture, ActivationMixtureIncludesTheRelu) {
+  torch::manual_seed(5);
+  const auto clip = Clips(1.0);
+  for (bool fused : {true, false}) {
+    for (bool prob_grad : {false, true}) {
+      auto x0 = torch::randn({2, 3, 17, 19}) * 2.0;
+      auto probs = torch::softmax(torch::randn({4}), 0).requires_grad_(prob_grad);
+      auto mix = [&](const torch::Tensor& in) {
+        return fused ? ActivationMixture(in, probs, kBits, clip) : ActivationMixtureReference(in, probs, kBits, clip);
+      };
+      auto x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
+      auto y1 = mix(x1), y2 = mix(torch::relu(x2));
+      EXPECT_EQ(MaxAbsDiff(y1, y2), 0.0) << fused << prob_grad;
+      auto g = torch::randn_like(y1);
+      (y1 * g).sum().backward();
+      (y2 * g).sum().backward();
+      EXPECT_EQ(MaxAbsDiff(x1.grad(), x2.grad()), 0.0) << fused << prob_grad;
+      EXPECT_GT(x1.grad().abs().sum().item<double>(), 0.0);
+    }
+  }
 }
 
 TEST(FusedMixture, GradientIsZeroOutsideTheClipRange) {

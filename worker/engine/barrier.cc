@@ -27,11 +27,15 @@ torch::Tensor Prob1Regularizer(const std::vector<torch::Tensor>& weight_probs,
                                const std::vector<torch::Tensor>& activation_probs) {
   TORCH_CHECK(weight_probs.size() == activation_probs.size() && !weight_probs.empty(),
               "Prob1Regularizer: one weight and one activation distribution per layer");
-  torch::Tensor total = torch::zeros({});
-  for (size_t i = 0; i < weight_probs.size(); ++i) {
-    total = total + (1 - weight_probs[i].pow(2).sum()) + (1 - activation_probs[i].pow(2).sum());
-  }
-  return total / double(weight_probs.size());
+  return Prob1RegularizerStacked(torch::stack(weight_probs), torch::stack(activation_probs));
+}
+
+torch::Tensor Prob1RegularizerStacked(const torch::Tensor& weight_probs, const torch::Tensor& activation_probs) {
+  TORCH_CHECK(weight_probs.dim() == 2 && activation_probs.dim() == 2 &&
+                  weight_probs.size(0) == activation_probs.size(0) && weight_probs.size(0) > 0,
+              "Prob1RegularizerStacked: [layers, bitwidths] weight and activation distributions expected");
+  auto per_layer = (2 - weight_probs.square().sum(1)) - activation_probs.square().sum(1);
+  return per_layer.sum() / double(weight_probs.size(0));
 }
 
 double BarrierT(double progress, double t_start, double t_end) {

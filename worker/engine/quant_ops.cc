@@ -25,13 +25,7 @@ struct Levels {
   float step[kMaxBranches];
   float prob[kMaxBranches];
   float clip[kMaxBranches];
-  // The clips in ascending order, and ste[n] = the summed probability of the branches whose clip is
-  // >= x when exactly n sorted clips are < x: the straight-through factor of an element, indexed by
-  // the one-byte mask (kNegative: x < 0, no gradient).
-  float sorted_clip[kMaxBranches];
-  float ste[256];
 };
-constexpr uint8_t kNegative = 255;
 
 Levels MakeLevels(const std::vector<int>& bits, const torch::Tensor& probs, const std::vector<double>& clips,
                   bool weights) {
@@ -42,20 +36,12 @@ Levels MakeLevels(const std::vector<int>& bits, const torch::Tensor& probs, cons
   l.k = int(bits.size());
   auto p = probs.detach().to(torch::kFloat).contiguous();
   const float* pp = p.data_ptr<float>();
-  std::vector<std::pair<float, float>> by_clip;  // (clip, prob)
   for (int j = 0; j < l.k; ++j) {
     const double s = weights ? WeightStep(bits[j], clips[j]) : ActivationStep(bits[j], clips[j]);
     l.step[j] = float(s);
     l.inv_step[j] = float(1.0 / s);
     l.prob[j] = pp[j];
     l.clip[j] = float(clips[j]);
-    by_clip.emplace_back(l.clip[j], l.prob[j]);
-  }
-  std::sort(by_clip.begin(), by_clip.end());
-  std::fill(std::begin(l.ste), std::end(l.ste), 0.0f);
-  for (int n = l.k - 1; n >= 0; --n) {
-    l.sorted_clip[n] = by_clip[n].first;
-    l.ste[n] = l.ste[n + 1] + by_clip[n].second;
   }
   return l;
 }
@@ -100,25 +86,16 @@ float ActForwardBlock(const float* x, float* out, int m, const Levels& lv) {
   return sum;
 }
 
-// As ActForwardBlock, and mask[e] = the number of branch clips below x (kNegative for x < 0): the
-// index of x's straight-through factor in lv.ste.
-BPNAS_VECTOR_CLONES
-float ActForwardMaskBlock(const float* x, float* out, uint8_t* mask, int m, const Levels& lv) {
-  for (int e = 0; e < m; ++e) {
-    uint8_t n = 0;
-    for (int j = 0; j < lv.k; ++j) n = uint8_t(n + (x[e] > lv.sorted_clip[j] ? 1 : 0));
-    mask[e] = x[e] < 0.0f ? kNegative : n;
-  }
-  return ActForwardBlock(x, out, m, lv);
-}
-
-void ActMaskedGradBlock(const uint8_t* mask, const float* g, float* gx, int m, const Levels& lv) {
-  for (int e = 0; e < m; ++e) gx[e] = g[e] * lv.ste[mask[e]];
-}
-
+// gx = g * sum_j p_j [0 <= x <= c_j].
 BPNAS_VECTOR_CLONES
 void ActInputGradBlock(const float* x, const float* g, float* gx, int m, const Levels& lv) {
-  for (int e = 0; e < m; ++e) gx[e] = g[e] * SteFactor(x[e], false, lv);
+  float f[kBlock];
+  for (int e = 0; e < m; ++e) f[e] = 0.0f;
+  for (int j = 0; j < lv.k; ++j) {
+    const float c = lv.clip[j], p = lv.prob[j];
+    for (int e = 0; e < m; ++e) f[e] += (x[e] >= 0.0f && x[e] <= c) ? p : 0.0f;
+  }
+  for (int e = 0; e < m; ++e) gx[e] = g[e] * f[e];
 }
 
 // acc[j] += sum_e g[e] * Q_j(x[e]).
@@ -140,9 +117,8 @@ void ActProbGradBlock(const float* x, const float* g, int m, const Levels& lv, d
   }
 }
 
-// Returns the sum of max(x, 0) (double, accumulated per chunk in a fixed order: deterministic). With `mask`,
-// also writes the straight-through mask (the backward then reads 1 byte per element, not 4).
-double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, const Levels& lv) {
+// Returns the sum of max(x, 0) (double, accumulated per chunk in a fixed order: deterministic).
+double ActForwardKernel(const float* x, float* out, int64_t n, const Levels& lv) {
   const int64_t chunks = NumChunks(n);
   std::vector<double> sums(chunks, 0.0);
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -151,8 +127,7 @@ double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, co
       double sum = 0;
       for (int64_t b = begin; b < end; b += kBlock) {
         const int m = int(std::min<int64_t>(kBlock, end - b));
-        sum += mask != nullptr ? ActForwardMaskBlock(x + b, out + b, mask + b, m, lv)
-                               : ActForwardBlock(x + b, out + b, m, lv);
+        sum += ActForwardBlock(x + b, out + b, m, lv);
       }
       sums[c] = sum;
     }
@@ -160,17 +135,6 @@ double ActForwardKernel(const float* x, float* out, uint8_t* mask, int64_t n, co
   double total = 0;
   for (double v : sums) total += v;
   return total;
-}
-
-void ActMaskedBackwardKernel(const uint8_t* mask, const float* g, float* gx, int64_t n, const Levels& lv) {
-  at::parallel_for(0, NumChunks(n), 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t begin = c * kGrain, end = std::min(n, begin + kGrain);
-      for (int64_t b = begin; b < end; b += kBlock) {
-        ActMaskedGradBlock(mask + b, g + b, gx + b, int(std::min<int64_t>(kBlock, end - b)), lv);
-      }
-    }
-  });
 }
 
 void ActBackwardKernel(const float* x, const float* g, float* gx, double* gp_chunks, int64_t n,
@@ -249,15 +213,10 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
     if (kWeights) {
       WeightForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(), xc.numel(), lv);
     } else {
-      // Without probability gradients (weight steps, fine-tune) backward needs only the mask.
-      const bool masked = !probs.requires_grad() && x.requires_grad();
-      torch::Tensor mask;
-      if (masked) mask = torch::empty(xc.sizes(), xc.options().dtype(torch::kUInt8));
-      const double sum = ActForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(),
-                                          masked ? mask.data_ptr<uint8_t>() : nullptr, xc.numel(), lv);
+      // Backward keeps x itself: a one-byte mask would save memory only where nothing else keeps x
+      // alive, and costs more time (measured) than reading x again.
+      const double sum = ActForwardKernel(xc.data_ptr<float>(), out.data_ptr<float>(), xc.numel(), lv);
       LastInputMean() = xc.numel() > 0 ? sum / double(xc.numel()) : 0.0;
-      ctx->saved_data["masked"] = masked;
-      if (masked) xc = mask;  // backward then needs only the mask
     }
     ctx->save_for_backward({xc, probs});
     ctx->saved_data["bits"] = bits;
@@ -276,11 +235,6 @@ class MixtureFunction : public torch::autograd::Function<MixtureFunction<kWeight
     Levels lv = MakeLevels(bits, probs, clips, kWeights);
 
     auto g = grad_outputs[0].contiguous();
-    if (!kWeights && ctx->saved_data["masked"].toBool()) {
-      auto gx = torch::empty_like(g);
-      ActMaskedBackwardKernel(x.data_ptr<uint8_t>(), g.data_ptr<float>(), gx.data_ptr<float>(), g.numel(), lv);
-      return {gx, torch::Tensor(), torch::Tensor(), torch::Tensor()};
-    }
     const bool want_gx = ctx->needs_input_grad(0);
     const bool want_gp = ctx->needs_input_grad(1);
     torch::Tensor gx, gp;

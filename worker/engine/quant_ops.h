@@ -45,8 +45,8 @@ double DefaultActivationClipK(int bits);
 // `clips` holds one clip per bitwidth.
 torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs,
                             const std::vector<int>& bits, const std::vector<double>& clips);
-// If `input_mean` is set, it receives mean(max(x, 0)), computed in the same pass. When the
-// probabilities need no gradient, backward keeps a one-byte mask per element instead of x.
+// If `input_mean` is set, it receives mean(max(x, 0)), computed in the same pass. The mixture
+// includes the ReLU: negative inputs give 0 and no gradient.
 torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs,
                                 const std::vector<int>& bits, const std::vector<double>& clips,
                                 double* input_mean = nullptr);

@@ -360,22 +360,20 @@ QuantOptions QuantOptionsFor(const JobSpec& s) {
 
 torch::Tensor ExpectedCostRatio(const Supernet& net, const CostModel& cost, double budget) {
   const auto on = net->parameters().front().options();
-  torch::Tensor total = torch::full({}, cost.Fixed() / budget, on);
-  auto layers = net->searchable_layers();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const auto& l = layers[i];
-    std::vector<float> wb(l->weight_bits().begin(), l->weight_bits().end());
-    std::vector<float> ab(l->activation_bits().begin(), l->activation_bits().end());
-    auto ew = (l->WeightProbs() * torch::tensor(wb).to(on.device())).sum();
-    const double coef = cost.LayerCoefficient(i) / budget;
-    if (cost.metric() == CostMetricKind::kBitOps) {
-      auto ea = (l->ActivationProbs() * torch::tensor(ab).to(on.device())).sum();
-      total = total + coef * ew * ea;
-    } else {
-      total = total + coef * ew;
-    }
+  const auto& layers = net->searchable_layers();
+  if (layers.empty()) return torch::full({}, cost.Fixed() / budget, on);
+  // Stacked over layers: E[bits] per layer is a product with the bitwidth vector, and the total one
+  // weighted sum (a few operators, not a dozen per layer).
+  std::vector<float> wb(layers[0]->weight_bits().begin(), layers[0]->weight_bits().end());
+  std::vector<float> coef;
+  for (size_t i = 0; i < layers.size(); ++i) coef.push_back(float(cost.LayerCoefficient(i) / budget));
+  auto ew = net->StackedWeightProbs().matmul(torch::tensor(wb).to(on.device()));
+  auto per_layer = torch::tensor(coef).to(on.device()) * ew;
+  if (cost.metric() == CostMetricKind::kBitOps) {
+    std::vector<float> ab(layers[0]->activation_bits().begin(), layers[0]->activation_bits().end());
+    per_layer = per_layer * net->StackedActivationProbs().matmul(torch::tensor(ab).to(on.device()));
   }
-  return total;
+  return per_layer.sum() + cost.Fixed() / budget;
 }
 
 namespace {
@@ -773,12 +771,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
           barrier = sp.barrier_mu() * BarrierPenalty(ratio - 1.0, t);
           if (sp.lower_band() > 0) barrier = barrier + sp.barrier_mu() * BarrierPenalty(sp.lower_band() - ratio, t);
         }
-        std::vector<torch::Tensor> wp, ap;
-        for (auto l : net->searchable_layers()) {
-          wp.push_back(l->WeightProbs());
-          ap.push_back(l->ActivationProbs());
-        }
-        auto prob1 = Prob1Regularizer(wp, ap);
+        auto prob1 = Prob1RegularizerStacked(net->StackedWeightProbs(), net->StackedActivationProbs());
         auto aloss = linear ? ce + barrier : ce + barrier + lambda * prob1;
         aloss.backward();
         SyncStep(net, arch_params, options);
@@ -825,12 +818,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     {
       torch::NoGradGuard g;
       result.set_expected_cost_at_derive(ExpectedCostRatio(net, plan.cost_model, budget).item<double>() * budget);
-      std::vector<torch::Tensor> wp, ap;
-      for (auto l : net->searchable_layers()) {
-        wp.push_back(l->WeightProbs());
-        ap.push_back(l->ActivationProbs());
-      }
-      result.set_prob1_at_derive(Prob1Regularizer(wp, ap).item<double>());
+      result.set_prob1_at_derive(
+          Prob1RegularizerStacked(net->StackedWeightProbs(), net->StackedActivationProbs()).item<double>());
     }
     derived = DeriveArgmax(net);
     result.set_argmax_cost_at_derive(plan.cost_model.Exact(derived.weight_bits, derived.activation_bits));

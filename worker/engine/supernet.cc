@@ -176,10 +176,20 @@ SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options)
     module_index_.push_back(module);
   }
   last_use_.assign(graph_.nodes.size(), -1);
+  std::vector<int> readers(graph_.nodes.size(), 0), layer_readers(graph_.nodes.size(), 0);
   for (size_t i = 0; i < input_index_.size(); ++i) {
+    const bool layer = graph_.nodes[i].op == NodeOp::kConv2d || graph_.nodes[i].op == NodeOp::kLinear;
     for (int in : input_index_[i]) {
-      if (in >= 0) last_use_[in] = int(i);
+      if (in < 0) continue;
+      last_use_[in] = int(i);
+      ++readers[in];
+      if (layer) ++layer_readers[in];
     }
+  }
+  relu_in_quantizer_.assign(graph_.nodes.size(), false);
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    relu_in_quantizer_[i] = options.quantize && graph_.nodes[i].op == NodeOp::kRelu && readers[i] > 0 &&
+                            readers[i] == layer_readers[i];
   }
 }
 
@@ -209,7 +219,7 @@ torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
         out[i] = bns_[module_index_[i]]->forward(in(i, 0));
         break;
       case NodeOp::kRelu:
-        out[i] = torch::relu(in(i, 0));
+        out[i] = relu_in_quantizer_[i] ? in(i, 0) : torch::relu(in(i, 0));
         break;
       case NodeOp::kAdd:
         out[i] = in(i, 0) + in(i, 1);
@@ -241,6 +251,20 @@ std::vector<torch::Tensor> SupernetImpl::ArchitectureParameters() const {
     params.push_back(l->beta);
   }
   return params;
+}
+
+torch::Tensor SupernetImpl::StackedWeightProbs() const {
+  std::vector<torch::Tensor> logits;
+  for (const auto& l : searchable_) logits.push_back(l->alpha);
+  TORCH_CHECK(!logits.empty(), "StackedWeightProbs: the network has no searchable layer");
+  return torch::softmax(torch::stack(logits), 1);
+}
+
+torch::Tensor SupernetImpl::StackedActivationProbs() const {
+  std::vector<torch::Tensor> logits;
+  for (const auto& l : searchable_) logits.push_back(l->beta);
+  TORCH_CHECK(!logits.empty(), "StackedActivationProbs: the network has no searchable layer");
+  return torch::softmax(torch::stack(logits), 1);
 }
 
 bool SupernetImpl::IsArchitectureParameterName(const std::string& name) {

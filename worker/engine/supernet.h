@@ -95,6 +95,10 @@ class SupernetImpl : public torch::nn::Module {
 
   // Architecture logits (alpha, beta of every searchable layer) and everything else.
   std::vector<torch::Tensor> ArchitectureParameters() const;
+  // Softmax of every searchable layer's logits, stacked by row: [layers, |weight_bits|] and
+  // [layers, |activation_bits|]. One operator each: all searchable layers share the search space.
+  torch::Tensor StackedWeightProbs() const;
+  torch::Tensor StackedActivationProbs() const;
   std::vector<torch::Tensor> WeightParameters() const;
   // True for the full name (as named_parameters() gives it) of an architecture logit.
   static bool IsArchitectureParameterName(const std::string& name);
@@ -108,6 +112,10 @@ class SupernetImpl : public torch::nn::Module {
   std::vector<torch::nn::BatchNorm2d> bns_;
   std::vector<std::vector<int>> input_index_;  // per node: indices of input nodes (-1 = input)
   std::vector<int> last_use_;                  // per node: the last node that reads its output
+  // Per node: a ReLU that only quantized layers read. The activation mixture clamps at 0 and passes no
+  // gradient below it, so such a ReLU is the identity there and is skipped (one pass over the
+  // activation forward and one backward saved).
+  std::vector<bool> relu_in_quantizer_;
 };
 TORCH_MODULE(Supernet);
 
