@@ -145,6 +145,10 @@ def main():
                  "finetune": {"from_init": True, "epochs": a.finetune_epochs if finetune else 0}}
         if gamma is not None:
             patch["search"] = {"linear_gamma": gamma}
+        if method == "BPNAS":
+            # Spelled out, so that a run made before the engine had this parameter is not reused.
+            patch["search"] = dict({"lower_band": 0.95, "budget_target": 0.985, "start_ratio": 0.97},
+                                   **json.loads(a.extra))
         if uniform_bits is not None:
             patch["uniform_bits"] = uniform_bits
         spec = write_spec(name, **patch)

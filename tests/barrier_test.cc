@@ -59,6 +59,24 @@ TEST(BarrierPenalty, TorchVersionHasNoNanGradientOnEitherSide) {
   EXPECT_FALSE(z.grad().isnan().any().item<bool>());
 }
 
+// The two-sided constraint term is smallest at the target ratio for every t, and the lower barrier still
+// rises steeply below the band.
+TEST(BudgetBarrier, BalancesAtTheTargetForEveryT) {
+  auto r = torch::linspace(0.905, 0.9995, 18901, torch::kDouble);
+  for (double t : {20.0, 200.0}) {
+    for (double target : {0.95, 0.98, 0.99}) {
+      auto v = BudgetBarrier(r, t, 0.9, target);
+      const double at_min = r[v.argmin().item<int64_t>()].item<double>();
+      EXPECT_NEAR(at_min, target, 1e-4) << "t " << t << " target " << target;
+    }
+    auto low = BudgetBarrier(torch::tensor({0.85, 0.95}, torch::kDouble), t, 0.9, 0.98);
+    EXPECT_GT(low[0].item<double>(), low[1].item<double>() + 1.0);
+  }
+  // Without a band it is the plain upper barrier.
+  auto r1 = torch::tensor({0.5, 0.99}, torch::kDouble);
+  EXPECT_TRUE(torch::allclose(BudgetBarrier(r1, 50, 0, 0.98), BarrierPenalty(r1 - 1.0, 50)));
+}
+
 TEST(Prob1Regularizer, IsZeroIffOneHot) {
   auto one_hot = torch::tensor({0.0, 1.0, 0.0, 0.0});
   auto soft = torch::tensor({0.1, 0.7, 0.1, 0.1});

@@ -13,6 +13,14 @@ torch::Tensor BarrierPenalty(const torch::Tensor& z, double t) {
   return torch::where(z <= z0, inside, outside);
 }
 
+torch::Tensor BudgetBarrier(const torch::Tensor& ratio, double t, double lower_band, double target) {
+  auto upper = BarrierPenalty(ratio - 1.0, t);
+  if (lower_band <= 0) return upper;
+  TORCH_CHECK(target > lower_band && target < 1, "BudgetBarrier: target must be in (lower_band, 1)");
+  const double w = (target - lower_band) / (1.0 - target);
+  return upper + w * BarrierPenalty(lower_band - ratio, t);
+}
+
 double BarrierPenaltyValue(double z, double t) {
   if (z <= -1.0 / (t * t)) return -(1.0 / t) * std::log(-z);
   return t * z - (1.0 / t) * std::log(1.0 / (t * t)) + 1.0 / t;

@@ -15,6 +15,11 @@ namespace bpnas {
 
 // psi_t(z) as a differentiable torch expression (z: any shape).
 torch::Tensor BarrierPenalty(const torch::Tensor& z, double t);
+// The constraint term of the architecture loss on r = E[cost]/budget: psi_t(r - 1), plus, when
+// lower_band > 0, w * psi_t(lower_band - r) with w = (target - lower_band) / (1 - target), so that the
+// sum is smallest at r = target for every t. (Two equal barriers balance at the middle of the band:
+// measured, every search then held E[cost] at 0.95 of the budget from start to derive.)
+torch::Tensor BudgetBarrier(const torch::Tensor& ratio, double t, double lower_band, double target);
 // The same in plain doubles, and its derivative (tests, reporting).
 double BarrierPenaltyValue(double z, double t);
 double BarrierPenaltyGradient(double z, double t);

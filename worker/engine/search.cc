@@ -768,8 +768,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
           // The EdMIPS-style baseline: a fixed linear price on the expected cost, nothing else.
           barrier = sp.linear_gamma() * ratio;
         } else {
-          barrier = sp.barrier_mu() * BarrierPenalty(ratio - 1.0, t);
-          if (sp.lower_band() > 0) barrier = barrier + sp.barrier_mu() * BarrierPenalty(sp.lower_band() - ratio, t);
+          barrier = sp.barrier_mu() * BudgetBarrier(ratio, t, sp.lower_band(), sp.budget_target());
         }
         auto prob1 = Prob1RegularizerStacked(net->StackedWeightProbs(), net->StackedActivationProbs());
         auto aloss = linear ? ce + barrier : ce + barrier + lambda * prob1;
