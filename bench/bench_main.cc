@@ -103,7 +103,7 @@ void ArchStep(Fixture& f) {
   auto ce = torch::nn::functional::cross_entropy(f.net->forward(f.x), f.y);
   auto ratio = ExpectedCostRatio(f.net, f.plan.cost_model, f.plan.budget);
   auto prob1 = Prob1RegularizerStacked(f.net->StackedWeightProbs(), f.net->StackedActivationProbs());
-  auto loss = ce + BudgetBarrier(ratio, 100, 0.9, 0.98) + prob1;
+  auto loss = ce + BudgetBarrier(ratio, 100, 0.9, 0.95) + prob1;
   loss.backward();
   f.aopt->step();
 }

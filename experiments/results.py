@@ -147,7 +147,7 @@ def main():
             patch["search"] = {"linear_gamma": gamma}
         if method == "BPNAS":
             # Spelled out, so that a run made before the engine had this parameter is not reused.
-            patch["search"] = dict({"lower_band": 0.95, "budget_target": 0.985, "start_ratio": 0.97},
+            patch["search"] = dict({"lower_band": 0.9, "budget_target": 0.95, "start_ratio": 0.95},
                                    **json.loads(a.extra))
         if uniform_bits is not None:
             patch["uniform_bits"] = uniform_bits
