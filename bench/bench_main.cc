@@ -16,8 +16,7 @@
 // Flags: --batch N (128), --width W (1.0), --threads T (all cores), --rounds R (12),
 //        --naive-rounds R (3), --profile VARIANT (run only fp32 | fixed4 | wstep | astep | naive, for
 //        --profile-steps N steps, and exit: for a profiler; --trace FILE adds a Chrome trace of the
-//        operators), plus Google Benchmark flags
-//        (e.g. --benchmark_filter=none).
+//        operators), plus Google Benchmark flags (e.g. --benchmark_filter=none).
 #include <benchmark/benchmark.h>
 
 #include <ATen/Parallel.h>
@@ -103,7 +102,8 @@ void ArchStep(Fixture& f) {
   auto ce = torch::nn::functional::cross_entropy(f.net->forward(f.x), f.y);
   auto ratio = ExpectedCostRatio(f.net, f.plan.cost_model, f.plan.budget);
   auto prob1 = Prob1RegularizerStacked(f.net->StackedWeightProbs(), f.net->StackedActivationProbs());
-  auto loss = ce + BudgetBarrier(ratio, 100, 0.9, 0.95) + prob1;
+  const auto& sp = f.plan.spec.search();  // normalized: the engine's defaults
+  auto loss = ce + BudgetBarrier(ratio, 100, sp.lower_band(), sp.budget_target()) + prob1;
   loss.backward();
   f.aopt->step();
 }

@@ -46,12 +46,13 @@ Levels MakeLevels(const std::vector<int>& bits, const torch::Tensor& probs, cons
   return l;
 }
 
-// The straight-through factor of one element: sum of p_j over the branches with lo_j <= x <= c_j.
-inline float SteFactor(float x, bool symmetric, const Levels& lv) {
+// The straight-through factor of one weight: sum of p_j over the branches with -c_j <= w <= c_j.
+// (The activation kernels compute theirs block-wise: ActInputGradBlock.)
+inline float WeightSteFactor(float w, const Levels& lv) {
   float f = 0.0f;
   for (int j = 0; j < lv.k; ++j) {
     const float c = lv.clip[j];
-    f += (x >= (symmetric ? -c : 0.0f) && x <= c) ? lv.prob[j] : 0.0f;
+    f += (w >= -c && w <= c) ? lv.prob[j] : 0.0f;
   }
   return f;
 }
@@ -179,7 +180,7 @@ void WeightBackwardKernel(const float* w, const float* g, float* gw, double* gp_
       double acc[kMaxBranches] = {0};
       for (int64_t i = begin; i < end; ++i) {
         const float wi = w[i];
-        if (gw != nullptr) gw[i] = g[i] * SteFactor(wi, true, lv);
+        if (gw != nullptr) gw[i] = g[i] * WeightSteFactor(wi, lv);
         if (gp_chunks == nullptr) continue;
         for (int j = 0; j < lv.k; ++j) {
           acc[j] += double(g[i]) * (std::floor(ClampSym(wi, lv.clip[j]) * lv.inv_step[j] + 0.5f) * lv.step[j]);

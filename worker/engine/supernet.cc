@@ -253,19 +253,16 @@ std::vector<torch::Tensor> SupernetImpl::ArchitectureParameters() const {
   return params;
 }
 
-torch::Tensor SupernetImpl::StackedWeightProbs() const {
-  std::vector<torch::Tensor> logits;
-  for (const auto& l : searchable_) logits.push_back(l->alpha);
-  TORCH_CHECK(!logits.empty(), "StackedWeightProbs: the network has no searchable layer");
-  return torch::softmax(torch::stack(logits), 1);
+torch::Tensor SupernetImpl::StackedProbs(torch::Tensor MixedPrecisionLayerImpl::*logits) const {
+  TORCH_CHECK(!searchable_.empty(), "stacked probabilities: the network has no searchable layer");
+  std::vector<torch::Tensor> rows;
+  for (const auto& l : searchable_) rows.push_back((*l).*logits);
+  return torch::softmax(torch::stack(rows), 1);
 }
 
-torch::Tensor SupernetImpl::StackedActivationProbs() const {
-  std::vector<torch::Tensor> logits;
-  for (const auto& l : searchable_) logits.push_back(l->beta);
-  TORCH_CHECK(!logits.empty(), "StackedActivationProbs: the network has no searchable layer");
-  return torch::softmax(torch::stack(logits), 1);
-}
+torch::Tensor SupernetImpl::StackedWeightProbs() const { return StackedProbs(&MixedPrecisionLayerImpl::alpha); }
+
+torch::Tensor SupernetImpl::StackedActivationProbs() const { return StackedProbs(&MixedPrecisionLayerImpl::beta); }
 
 bool SupernetImpl::IsArchitectureParameterName(const std::string& name) {
   auto ends_with = [&](const std::string& suffix) {

@@ -116,6 +116,9 @@ class SupernetImpl : public torch::nn::Module {
   // gradient below it, so such a ReLU is the identity there and is skipped (one pass over the
   // activation forward and one backward saved).
   std::vector<bool> relu_in_quantizer_;
+
+  // softmax over the stacked `logits` (alpha or beta) of every searchable layer.
+  torch::Tensor StackedProbs(torch::Tensor MixedPrecisionLayerImpl::*logits) const;
 };
 TORCH_MODULE(Supernet);
 
