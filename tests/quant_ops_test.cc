@@ -1,6 +1,7 @@
 #include "worker/engine/quant_ops.h"
 
 #include <gtest/gtest.h>
+#include <ATen/Parallel.h>
 #include <torch/nn/functional.h>
 
 #include <set>
@@ -55,6 +56,44 @@ TEST(Quantizer, WeightCodesTimesStepEqualQuantizedWeights) {
     auto deq = codes.to(torch::kFloat) * float(WeightStep(b, clip));
     EXPECT_LT(MaxAbsDiff(deq, QuantizeWeight(w, b, clip)), 1e-6);
   }
+}
+
+// The fused kernels use ATen's parallel_for, a header template that silently runs on one thread in a
+// translation unit compiled without OpenMP (which the engine once was: its kernels never used the
+// second core).
+TEST(FusedMixture, KernelsRunOnEveryIntraOpThread) {
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  EXPECT_EQ(FusedKernelThreads(), 2);
+  at::set_num_threads(1);
+  EXPECT_EQ(FusedKernelThreads(), 1);
+  at::set_num_threads(before);
+}
+
+// The result does not depend on the number of threads (fixed chunking, sums in a fixed order).
+TEST(FusedMixture, ActivationResultIsTheSameOnOneAndTwoThreads) {
+  torch::manual_seed(11);
+  auto x = torch::randn({8, 16, 24, 24}).requires_grad_(true);
+  auto logits = torch::randn({4}).requires_grad_(true);
+  auto gy = torch::randn({8, 16, 24, 24});
+  const int before = at::get_num_threads();
+  std::vector<torch::Tensor> out;
+  std::vector<double> means;
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    double mean = 0;
+    auto y = ActivationMixture(x, torch::softmax(logits, 0), kBits, Clips(1.0), &mean);
+    auto g = torch::autograd::grad({y}, {x, logits}, {gy});
+    out.push_back(y.detach());
+    out.push_back(g[0]);
+    out.push_back(g[1]);
+    means.push_back(mean);
+  }
+  at::set_num_threads(before);
+  EXPECT_TRUE(torch::equal(out[0], out[3]));
+  EXPECT_TRUE(torch::equal(out[1], out[4]));
+  EXPECT_TRUE(torch::equal(out[2], out[5]));
+  EXPECT_EQ(means[0], means[1]);
 }
 
 TEST(FusedMixture, ActivationMatchesReferenceValuesAndGradients) {

@@ -74,12 +74,20 @@ int64_t NumChunks(int64_t n) { return std::max<int64_t>(1, (n + kGrain - 1) / kG
 BPNAS_VECTOR_CLONES
 float ActForwardBlock(const float* x, float* out, int m, const Levels& lv) {
   float v[kBlock];
-  float sum = 0.0f;
   for (int e = 0; e < m; ++e) {
     v[e] = std::max(x[e], 0.0f);
-    sum += v[e];  // the running mean is of the clamped-below activation
     out[e] = 0.0f;
   }
+  // The running mean is of the clamped-below activation. 8 independent sums: one float sum would be a
+  // chain of dependent additions (no vectorization without fast-math), the slowest part of the pass.
+  float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int e8 = 0;
+  for (; e8 + 8 <= m; e8 += 8) {
+    for (int u = 0; u < 8; ++u) partial[u] += v[e8 + u];
+  }
+  for (; e8 < m; ++e8) partial[0] += v[e8];
+  float sum = 0.0f;
+  for (int u = 0; u < 8; ++u) sum += partial[u];
   for (int j = 0; j < lv.k; ++j) {
     const float inv = lv.inv_step[j], s = lv.step[j], p = lv.prob[j], c = lv.clip[j];
     for (int e = 0; e < m; ++e) out[e] = out[e] + p * (float(int32_t(std::min(v[e], c) * inv + 0.5f)) * s);
@@ -307,6 +315,15 @@ torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& pro
   auto out = MixtureFunction<false>::apply(x, probs, ToInt64(bits), clips);
   if (input_mean != nullptr) *input_mean = LastInputMean();
   return out;
+}
+
+int FusedKernelThreads(int tasks) {
+  std::vector<int> used(size_t(std::max(at::get_num_threads(), 1)), 0);
+  at::parallel_for(0, tasks, 1, [&](int64_t, int64_t) {
+    const int t = at::get_thread_num();
+    if (t >= 0 && t < int(used.size())) used[size_t(t)] = 1;
+  });
+  return int(std::count(used.begin(), used.end(), 1));
 }
 
 torch::Tensor WeightMixtureReference(const torch::Tensor& w, const torch::Tensor& probs,

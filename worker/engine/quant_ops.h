@@ -51,6 +51,12 @@ torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& pro
                                 const std::vector<int>& bits, const std::vector<double>& clips,
                                 double* input_mean = nullptr);
 
+// How many of ATen's intra-op threads the fused kernels' parallel loops run on (a loop over
+// `tasks` tasks, counted inside this library's code). 1 whatever at::get_num_threads() says means
+// the library was compiled without OpenMP: ATen's parallel_for is a header template and runs
+// serially then.
+int FusedKernelThreads(int tasks = 64);
+
 // The same mixtures as K separate torch expressions with STE (the naive composite layer).
 torch::Tensor WeightMixtureReference(const torch::Tensor& w, const torch::Tensor& probs,
                                      const std::vector<int>& bits, const std::vector<double>& clips);
