@@ -124,11 +124,30 @@ void BM_LoadFashionMnist(benchmark::State& st) {
 // Micro: one layer's activation mixture (K = 4) forward + backward vs its 3x3 convolution,
 // on the stage-1 activation shape of resnet20 width 1.
 void BM_ActMixtureLayer(benchmark::State& st) {
-  auto x = torch::relu(torch::randn({g_batch, int64_t(16 * g_width), 28, 28})).requires_grad_(true);
-  auto logits = torch::zeros({4}).requires_grad_(st.range(0) != 0);
+  // Arg 0: probability gradient or not; arg 1: branches (1 = fixed bits, 4 = {2,3,4,8}).
+  auto x = torch::randn({g_batch, int64_t(16 * g_width), 28, 28}).requires_grad_(true);
+  const int k = int(st.range(1));
+  const std::vector<int> all_bits = {2, 3, 4, 8};
+  const std::vector<double> all_clips = {1.0, 1.5, 2.0, 3.0};
+  const std::vector<int> bits(all_bits.end() - k, all_bits.end());
+  const std::vector<double> clips(all_clips.end() - k, all_clips.end());
+  auto logits = torch::zeros({k}).requires_grad_(st.range(0) != 0);
+  auto g = torch::ones({g_batch, int64_t(16 * g_width), 28, 28});
   for (auto _ : st) {
-    auto y = ActivationMixture(x, torch::softmax(logits, 0), {2, 3, 4, 8}, {1.0, 1.5, 2.0, 3.0});
-    y.backward(torch::ones_like(y));
+    auto y = ActivationMixture(x, torch::softmax(logits, 0), bits, clips);
+    auto grads = logits.requires_grad() ? torch::autograd::grad({y}, {x, logits}, {g})
+                                        : torch::autograd::grad({y}, {x}, {g});
+    benchmark::DoNotOptimize(grads[0].data_ptr());
+  }
+}
+// The same pass as a ReLU (what an FP32 network pays for its activations): the mixture's floor.
+void BM_ReluLayer(benchmark::State& st) {
+  auto x = torch::randn({g_batch, int64_t(16 * g_width), 28, 28}).requires_grad_(true);
+  auto g = torch::ones({g_batch, int64_t(16 * g_width), 28, 28});
+  for (auto _ : st) {
+    auto y = torch::relu(x);
+    auto grads = torch::autograd::grad({y}, {x}, {g});
+    benchmark::DoNotOptimize(grads[0].data_ptr());
   }
 }
 void BM_ConvLayer(benchmark::State& st) {
@@ -255,8 +274,9 @@ int main(int argc, char** argv) {
   if (!profile.empty()) return ProfileOnly(profile, profile_steps, trace);
   benchmark::RegisterBenchmark("load_fashion_mnist", BM_LoadFashionMnist)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_conv3x3_fwd_bwd", BM_ConvLayer)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("layer_relu_fwd_bwd", BM_ReluLayer)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_act_mixture_fwd_bwd", BM_ActMixtureLayer)
-      ->Arg(0)->Arg(1)->ArgName("prob_grad")->Unit(benchmark::kMillisecond);
+      ->ArgNames({"prob_grad", "k"})->Args({0, 1})->Args({0, 4})->Args({1, 4})->Unit(benchmark::kMillisecond);
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();
