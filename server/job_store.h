@@ -104,9 +104,10 @@ class JobStore {
 
   // ---- scheduling (called by the job manager only) ----
 
-  // Extends the lease of every worker not LOST to at least now + lease. Called when a coordinator
-  // starts: while no coordinator ran, workers could not heartbeat, and that must not count as
-  // silence.
+  // Extends the lease of every BUSY worker to at least now + lease. Called when a coordinator
+  // starts: while no coordinator ran, workers could not heartbeat, and that must not cost a running
+  // attempt. IDLE workers keep their lease: a live one renews it with its next heartbeat, and one
+  // that died meanwhile (an earlier `bpnas up`'s, say) must not be handed the next job.
   virtual absl::Status RenewAllLeases(absl::Duration lease) = 0;
 
   // Workers whose lease has expired become LOST; every RUNNING attempt with an assignment on such a

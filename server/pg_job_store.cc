@@ -825,7 +825,7 @@ absl::Status PgJobStore::RenewAllLeases(absl::Duration lease) {
              [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
                tx.exec_params(
                    "UPDATE workers SET lease_expires_at = greatest(lease_expires_at, "
-                   "now() + $1::double precision * interval '1 microsecond') WHERE state <> 'LOST'",
+                   "now() + $1::double precision * interval '1 microsecond') WHERE state = 'BUSY'",
                    Micros(lease));
                return true;
              })

@@ -312,6 +312,34 @@ TEST_F(JobStoreTest, CancelOfAFinishedJobIsFailedPrecondition) {
   EXPECT_NE(cancel.status().message().find("FAILED"), std::string::npos) << cancel.status();
 }
 
+// A coordinator start renews the leases of busy workers only: an idle worker that stopped
+// heartbeating before the restart (one of an earlier `bpnas up`) must not get the next job, where it
+// would sit until its lease ran out and cost the job an attempt.
+TEST_F(JobStoreTest, CoordinatorStartRenewsBusyWorkersButDoesNotReviveSilentIdleOnes) {
+  Running busy = StartOneRankJob("running");
+  const std::string gone = Register("gone");
+  Beat(busy.worker_id, busy.token, absl::Milliseconds(50));
+  Beat(gone, "", absl::Milliseconds(50));
+  absl::SleepFor(absl::Milliseconds(150));  // both leases have run out while "no coordinator ran"
+
+  ASSERT_OK(store_->RenewAllLeases(kLease));
+  ASSERT_OK_AND_ASSIGN(int ended, store_->ExpireLeases(3));
+  EXPECT_EQ(ended, 0) << "the running attempt keeps its worker";
+  ASSERT_OK_AND_ASSIGN(Job running, store_->GetJob(busy.job_id));
+  EXPECT_EQ(running.state(), bpnas::v1::RUNNING);
+  EXPECT_EQ(running.attempts(), 1u);
+
+  ASSERT_OK_AND_ASSIGN(auto next, store_->CreateJob("", MakeSpec("next"), 1));
+  ASSERT_OK_AND_ASSIGN(std::string started, store_->StartNextAttempt());
+  EXPECT_EQ(started, "") << "the silent idle worker must not be handed a job";
+  EXPECT_EQ(Workers()["LOST"], 1);  // ExpireLeases above marked it
+
+  // A live worker takes it at once.
+  Register("alive");
+  ASSERT_OK_AND_ASSIGN(started, store_->StartNextAttempt());
+  EXPECT_EQ(started, next.first.id());
+}
+
 TEST_F(JobStoreTest, ExpiredLeasesRequeueTheJobThenFailItAfterMaxAttempts) {
   ASSERT_OK_AND_ASSIGN(auto created, store_->CreateJob("", MakeSpec("flaky", 2), 1));
   const std::string job_id = created.first.id();
