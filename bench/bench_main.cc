@@ -132,7 +132,7 @@ void BM_ActMixtureLayer(benchmark::State& st) {
   const std::vector<int> bits(all_bits.end() - k, all_bits.end());
   const std::vector<double> clips(all_clips.end() - k, all_clips.end());
   auto logits = torch::zeros({k}).requires_grad_(st.range(0) != 0);
-  auto g = torch::ones({g_batch, int64_t(16 * g_width), 28, 28});
+  auto g = torch::ones_like(x);
   for (auto _ : st) {
     auto y = ActivationMixture(x, torch::softmax(logits, 0), bits, clips);
     auto grads = logits.requires_grad() ? torch::autograd::grad({y}, {x, logits}, {g})
@@ -143,7 +143,7 @@ void BM_ActMixtureLayer(benchmark::State& st) {
 // The same pass as a ReLU (what an FP32 network pays for its activations): the mixture's floor.
 void BM_ReluLayer(benchmark::State& st) {
   auto x = torch::randn({g_batch, int64_t(16 * g_width), 28, 28}).requires_grad_(true);
-  auto g = torch::ones({g_batch, int64_t(16 * g_width), 28, 28});
+  auto g = torch::ones_like(x);
   for (auto _ : st) {
     auto y = torch::relu(x);
     auto grads = torch::autograd::grad({y}, {x}, {g});

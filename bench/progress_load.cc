@@ -233,7 +233,7 @@ class TimedStore : public JobStore {
   }
   absl::StatusOr<int> ExpireLeases(int max_attempts) override { return base_->ExpireLeases(max_attempts); }
   absl::StatusOr<std::string> StartNextAttempt() override { return base_->StartNextAttempt(); }
-  absl::Status RenewAllLeases(absl::Duration lease) override { return base_->RenewAllLeases(lease); }
+  absl::Status RenewBusyWorkerLeases(absl::Duration lease) override { return base_->RenewBusyWorkerLeases(lease); }
   absl::Status PublishRendezvous(const std::string& attempt_token, const std::string& address) override {
     return base_->PublishRendezvous(attempt_token, address);
   }

@@ -56,9 +56,10 @@ absl::Status JobManager::ScheduleOnce() {
 void JobManager::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   if (thread_.joinable()) return;
-  // Workers could not heartbeat while no coordinator ran: give them a full lease to reconnect
-  // before any of them counts as lost. (If the store is unreachable, the scheduler says so.)
-  (void)store_->RenewAllLeases(options_.lease);
+  // Workers could not heartbeat while no coordinator ran: give the busy ones a full lease to
+  // reconnect before their attempt counts as lost. Idle ones get no grace, so a worker that died
+  // meanwhile is not handed a job. (If the store is unreachable, the scheduler says so.)
+  (void)store_->RenewBusyWorkerLeases(options_.lease);
   stopping_ = false;
   thread_ = std::thread([this] { Loop(); });
 }

@@ -108,7 +108,7 @@ class JobStore {
   // starts: while no coordinator ran, workers could not heartbeat, and that must not cost a running
   // attempt. IDLE workers keep their lease: a live one renews it with its next heartbeat, and one
   // that died meanwhile (an earlier `bpnas up`'s, say) must not be handed the next job.
-  virtual absl::Status RenewAllLeases(absl::Duration lease) = 0;
+  virtual absl::Status RenewBusyWorkerLeases(absl::Duration lease) = 0;
 
   // Workers whose lease has expired become LOST; every RUNNING attempt with an assignment on such a
   // worker ends (state LOST, error naming the worker), its other assignments become inactive, and

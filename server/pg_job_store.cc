@@ -818,10 +818,10 @@ absl::StatusOr<HeartbeatResponse> PgJobStore::Heartbeat(const std::string& worke
       });
 }
 
-absl::Status PgJobStore::RenewAllLeases(absl::Duration lease) {
+absl::Status PgJobStore::RenewBusyWorkerLeases(absl::Duration lease) {
   if (lease <= absl::ZeroDuration()) return absl::InvalidArgumentError("worker lease must be positive");
   return pool_->Run<bool>(
-             "renew all leases", TxKind::kSingleStatement,
+             "renew busy worker leases", TxKind::kSingleStatement,
              [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
                tx.exec_params(
                    "UPDATE workers SET lease_expires_at = greatest(lease_expires_at, "

@@ -61,7 +61,7 @@ class PgJobStore : public JobStore {
   // IDLE, BUSY and LOST always appear, with 0 where no worker is in the state.
   absl::StatusOr<std::map<std::string, int64_t>> CountWorkersByState() override;
 
-  absl::Status RenewAllLeases(absl::Duration lease) override;
+  absl::Status RenewBusyWorkerLeases(absl::Duration lease) override;
   absl::StatusOr<int> ExpireLeases(int max_attempts) override;
   absl::Status PublishRendezvous(const std::string& attempt_token, const std::string& address) override;
   absl::StatusOr<std::string> StartNextAttempt() override;

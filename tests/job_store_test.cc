@@ -322,7 +322,7 @@ TEST_F(JobStoreTest, CoordinatorStartRenewsBusyWorkersButDoesNotReviveSilentIdle
   Beat(gone, "", absl::Milliseconds(50));
   absl::SleepFor(absl::Milliseconds(150));  // both leases have run out while "no coordinator ran"
 
-  ASSERT_OK(store_->RenewAllLeases(kLease));
+  ASSERT_OK(store_->RenewBusyWorkerLeases(kLease));
   ASSERT_OK_AND_ASSIGN(int ended, store_->ExpireLeases(3));
   EXPECT_EQ(ended, 0) << "the running attempt keeps its worker";
   ASSERT_OK_AND_ASSIGN(Job running, store_->GetJob(busy.job_id));
