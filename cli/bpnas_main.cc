@@ -145,7 +145,9 @@ int CmdCost(int argc, char** argv) {
 void PrintResult(const bpnas::v1::QuantizedModel& m) {
   const auto& r = m.result();
   const char* unit = r.metric() == bpnas::v1::SIZE ? "bits" : "BitOPs";
+  const bool searched = r.method() != bpnas::v1::UNIFORM && r.method() != bpnas::v1::FIXED;
   std::printf("\nresult (%s)\n", r.method() == bpnas::v1::UNIFORM          ? "uniform baseline"
+                                  : r.method() == bpnas::v1::FIXED          ? "fixed configuration"
                                   : r.method() == bpnas::v1::LINEAR_PENALTY ? "linear-penalty baseline"
                                                                             : "BP-NAS search");
   std::printf("  within budget      %s\n", r.within_budget() ? "yes" : "NO");
@@ -154,7 +156,7 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
     std::printf("  budget             %s %s (%.0f), cost/budget %.4f\n", Human(r.budget()).c_str(), unit,
                 r.budget(), r.cost() / r.budget());
   }
-  if (r.method() != bpnas::v1::UNIFORM) {
+  if (searched) {
     std::printf("  at derive          expected cost/budget %.4f, argmax cost/budget %.4f, Prob-1 %.4f\n",
                 r.expected_cost_at_derive() / r.budget(), r.argmax_cost_at_derive() / r.budget(),
                 r.prob1_at_derive());
@@ -165,7 +167,7 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
   }
   std::printf("  test accuracy      %.2f%%\n", r.test_accuracy());
   std::printf("  layers             w/a bits");
-  if (r.method() != bpnas::v1::UNIFORM) std::printf("   p(weight bits) | p(activation bits)");
+  if (searched) std::printf("   p(weight bits) | p(activation bits)");
   std::printf("\n");
   for (const auto& l : r.layers()) {
     std::printf("    %-16s %d/%d", l.name().c_str(), l.weight_bits(), l.activation_bits());

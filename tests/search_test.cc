@@ -120,6 +120,55 @@ TEST(Search, SizeBudgetAndUniformBaselineRun) {
   EXPECT_GT(result.test_accuracy(), 40.0);
 }
 
+// A FIXED configuration that happens to be uniform trains exactly like UNIFORM (same quantizers,
+// same sampler, same fine-tune): results equal to the last digit. A mixed one costs what the cost
+// model says and keeps its per-layer bits.
+TEST(Search, FixedConfigurationTrainsLikeUniformAndKeepsItsBits) {
+  if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const std::string common = R"(
+    "model": {"name": "tiny"},
+    "dataset": {"kind": "fashion-mnist", "train_limit": 2000, "test_limit": 500},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3},
+    "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 64},
+    "finetune": {"epochs": 1})";
+  const std::string model = ::testing::TempDir() + "/tiny_fixed.bpq";
+  CliRun r = Bpnas("search --spec " + WriteFile("u3.json", "{" + common + R"(, "method": "UNIFORM", "uniform_bits": 3})") +
+                   " --out " + model + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto uniform = ParseResult(r.output);
+  ASSERT_GT(uniform.layers_size(), 1);
+
+  std::string all3, mixed;
+  for (int i = 0; i < uniform.layers_size(); ++i) {
+    all3 += std::string(i ? ", " : "") + R"({"weight_bits": 3, "activation_bits": 3})";
+    mixed += std::string(i ? ", " : "") + (i == 0 ? R"({"weight_bits": 2, "activation_bits": 4})"
+                                                  : R"({"weight_bits": 3, "activation_bits": 2})");
+  }
+  r = Bpnas("search --spec " + WriteFile("f3.json", "{" + common + R"(, "method": "FIXED", "layer_bits": [)" + all3 + "]}") +
+            " --out " + model + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto fixed = ParseResult(r.output);
+  EXPECT_EQ(fixed.method(), bpnas::v1::FIXED);
+  EXPECT_EQ(fixed.test_accuracy(), uniform.test_accuracy());
+  EXPECT_EQ(fixed.cost(), uniform.cost());
+
+  r = Bpnas("search --spec " + WriteFile("fm.json", "{" + common + R"(, "method": "FIXED", "layer_bits": [)" + mixed + "]}") +
+            " --out " + model + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto m = ParseResult(r.output);
+  ASSERT_EQ(m.layers_size(), uniform.layers_size());
+  EXPECT_EQ(m.layers(0).weight_bits(), 2u);
+  EXPECT_EQ(m.layers(0).activation_bits(), 4u);
+  double expect = uniform.cost();
+  for (int i = 0; i < m.layers_size(); ++i) {
+    if (i > 0) EXPECT_EQ(m.layers(i).activation_bits(), 2u);
+    expect += double(m.layers(i).macs()) * (m.layers(i).weight_bits() * m.layers(i).activation_bits() - 9.0);
+  }
+  EXPECT_NEAR(m.cost(), expect, 1e-6 * expect);
+  EXPECT_EQ(m.within_budget(), m.cost() <= m.budget());
+  EXPECT_NEAR(EvalAccuracy(model), m.test_accuracy(), 0.5);
+}
+
 TEST(Cli, BadSpecsExitTwoNamingTheFieldAndRunNothing) {
   struct Case { std::string json, needle; };
   for (const Case& c : std::vector<Case>{

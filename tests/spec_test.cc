@@ -63,6 +63,11 @@ TEST(Spec, OutOfRangeValuesAreRejectedNamingTheField) {
            {R"({"constraint": {"max": -3}})", "constraint.max"},
            {R"({"model": {"name": "tiny"}})", "constraint"},
            {R"({"method": "UNIFORM"})", "uniform_bits"},
+           {R"({"method": "FIXED"})", "layer_bits"},
+           {R"({"method": "FIXED", "layer_bits": [{"weight_bits": 3, "activation_bits": 3}]})", "18 searchable layers"},
+           {R"({"method": "FIXED", "layer_bits": [{"weight_bits": 3, "activation_bits": 1}]})",
+            "layer_bits[0].activation_bits"},
+           {R"({"layer_bits": [{"weight_bits": 3, "activation_bits": 3}], )" + budget + "}", "only valid when method is FIXED"},
        }) {
     absl::Status st = PlanStatus(c.json);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.json;

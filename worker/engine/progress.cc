@@ -11,7 +11,7 @@ double JobFractionDone(const bpnas::v1::JobSpec& spec, const ProgressEvent& ev) 
   const double within = ev.steps > 0 ? double(ev.step) / double(ev.steps) : 1.0;
   const double epochs_done = std::max(0, ev.epoch - 1) + within;
   double done = 0, total = 0;
-  if (spec.method() == bpnas::v1::UNIFORM) {
+  if (spec.method() == bpnas::v1::UNIFORM || spec.method() == bpnas::v1::FIXED) {
     total = spec.finetune().from_init() ? finetune : warmup + search / 2 + finetune;
     if (ev.phase == "train" || ev.phase == "finetune") done = epochs_done;
   } else {

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <random>
+#include <set>
 #include <thread>
 #include <utility>
 
@@ -352,6 +353,15 @@ QuantOptions QuantOptionsFor(const JobSpec& s) {
     q.weight_bits = {int(s.uniform_bits())};
     q.activation_bits = {int(s.uniform_bits())};
   }
+  if (s.method() == bpnas::v1::FIXED) {  // the bitwidths the configuration uses, ascending
+    std::set<int> w, a;
+    for (const auto& l : s.layer_bits()) {
+      w.insert(int(l.weight_bits()));
+      a.insert(int(l.activation_bits()));
+    }
+    q.weight_bits.assign(w.begin(), w.end());
+    q.activation_bits.assign(a.begin(), a.end());
+  }
   q.fixed_bits = int(s.model().fixed_bits());
   q.clip_weight_k = s.search().has_clip_weight_k() ? s.search().clip_weight_k() : 0.0;
   q.clip_activation_k = s.search().has_clip_activation_k() ? s.search().clip_activation_k() : 0.0;
@@ -492,7 +502,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   Supernet net(plan.graph, QuantOptionsFor(s));
   if (!s.init_weights().empty()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
   net->to(options.device);
-  const bool uniform = s.method() == bpnas::v1::UNIFORM;
+  // UNIFORM and FIXED train one given configuration: no search.
+  const bool uniform = s.method() == bpnas::v1::UNIFORM || s.method() == bpnas::v1::FIXED;
   const bool linear = s.method() == bpnas::v1::LINEAR_PENALTY;
   const bool uniform_train = uniform && !s.finetune().from_init();  // same total epochs as a search
   const double budget = plan.has_budget ? plan.budget : 0.0;
@@ -545,7 +556,6 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
                                                 torch::optim::AdamOptions(sp.arch_lr()).betas({0.5, 0.999}));
   } else {
     sched.phase = kWeights;
-    for (auto l : net->searchable_layers()) l->Pin(0, 0);
   }
   // The weights phase: the uniform baseline's training, or the fine-tune of the derived network.
   // Every method that fine-tunes uses the same sampler seed, so equal configurations get equal
@@ -563,12 +573,19 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   };
   DerivedConfig derived;
   if (uniform) {
-    for (auto l : net->searchable_layers()) {
-      derived.weight_index.push_back(0);
-      derived.activation_index.push_back(0);
-      derived.weight_bits.push_back(l->weight_bits()[0]);
-      derived.activation_bits.push_back(l->activation_bits()[0]);
+    const auto layers = net->searchable_layers();
+    for (size_t i = 0; i < layers.size(); ++i) {
+      const auto& wb = layers[i]->weight_bits();
+      const auto& ab = layers[i]->activation_bits();
+      // UNIFORM: one bitwidth per list; FIXED: the lists hold every bitwidth the configuration uses.
+      const int want_w = s.method() == bpnas::v1::FIXED ? int(s.layer_bits(int(i)).weight_bits()) : wb[0];
+      const int want_a = s.method() == bpnas::v1::FIXED ? int(s.layer_bits(int(i)).activation_bits()) : ab[0];
+      derived.weight_index.push_back(int(std::find(wb.begin(), wb.end(), want_w) - wb.begin()));
+      derived.activation_index.push_back(int(std::find(ab.begin(), ab.end(), want_a) - ab.begin()));
+      derived.weight_bits.push_back(want_w);
+      derived.activation_bits.push_back(want_a);
     }
+    PinAll(net, derived);
   }
 
   // ---- checkpoints ----

@@ -5,7 +5,9 @@
 //              -> derive (argmax; repair if the exact cost is over budget) -> fine-tune the fixed
 //              network -> evaluate on the test split -> QuantizedModel (artifact.h).
 //     UNIFORM: every searchable layer at uniform_bits, trained for the same total epochs
-//              (warm-up + search + fine-tune), evaluated the same way.
+//              (warm-up + search + fine-tune), evaluated the same way; with finetune.from_init,
+//              the fine-tune schedule from init_weights.
+//     FIXED:   the same for the per-layer configuration in layer_bits.
 //
 // The engine knows nothing of gRPC or PostgreSQL: progress goes to a callback.
 #ifndef BPNAS_WORKER_ENGINE_SEARCH_H_

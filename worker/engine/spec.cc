@@ -135,11 +135,22 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   } else if (s.has_uniform_bits()) {
     return Invalid("uniform_bits", "only valid when method is UNIFORM");
   }
+  if (s.method() == bpnas::v1::FIXED) {
+    if (s.layer_bits().empty()) return Invalid("layer_bits", "required when method is FIXED (one entry per searchable layer)");
+    for (int i = 0; i < s.layer_bits_size(); ++i) {
+      const std::string at = absl::StrCat("layer_bits[", i, "].");
+      BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>(at + "weight_bits", s.layer_bits(i).weight_bits(), 2, 8));
+      BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>(at + "activation_bits", s.layer_bits(i).activation_bits(), 2, 8));
+    }
+  } else if (!s.layer_bits().empty()) {
+    return Invalid("layer_bits", "only valid when method is FIXED");
+  }
+  const bool fixed_config = s.method() == bpnas::v1::UNIFORM || s.method() == bpnas::v1::FIXED;
 
   // constraint
   auto* c = s.mutable_constraint();
   const bool has_budget = c->budget_case() != bpnas::v1::Constraint::BUDGET_NOT_SET;
-  if (s.method() != bpnas::v1::UNIFORM && !has_budget) {
+  if (!fixed_config && !has_budget) {
     return Invalid("constraint", "a budget is required: set constraint.max or constraint.max_relative_to_uniform_bits");
   }
   if (has_budget && c->metric() == bpnas::v1::COST_METRIC_UNSPECIFIED) c->set_metric(bpnas::v1::BITOPS);
@@ -177,7 +188,7 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   BPNAS_RETURN_IF_ERROR(CheckPositive("search.linear_gamma", p->linear_gamma(), 1e6));
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("search.warmup_epochs", p->warmup_epochs(), 0, 1000));
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("search.epochs", p->epochs(), 0, 1000));
-  if (s.method() != bpnas::v1::UNIFORM && p->epochs() == 0) return Invalid("search.epochs", "must be >= 1");
+  if (!fixed_config && p->epochs() == 0) return Invalid("search.epochs", "must be >= 1");
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("search.batch_size", p->batch_size(), 1, 65536));
   BPNAS_RETURN_IF_ERROR(CheckPositive("search.weight_lr", p->weight_lr(), 10));
   BPNAS_RETURN_IF_ERROR(CheckRange<double>("search.momentum", p->momentum(), 0, 0.999));
@@ -251,8 +262,21 @@ absl::StatusOr<JobPlan> PlanJob(const JobSpec& raw, bool check_feasible) {
   plan.cost_model = CostModel(plan.graph.Layers(), plan.metric, int(s.model().fixed_bits()));
   const auto& wb = s.search_space().weight_bits();
   const auto& ab = s.search_space().activation_bits();
+  const bool fixed_config = s.method() == bpnas::v1::UNIFORM || s.method() == bpnas::v1::FIXED;
   if (s.method() == bpnas::v1::UNIFORM) {
     plan.min_cost = plan.max_cost = plan.cost_model.Uniform(s.uniform_bits());
+  } else if (s.method() == bpnas::v1::FIXED) {
+    const size_t n = plan.cost_model.searchable().size();
+    if (size_t(s.layer_bits_size()) != n) {
+      return Invalid("layer_bits", absl::StrCat("has ", s.layer_bits_size(), " entries; model ", s.model().name(),
+                                                " has ", n, " searchable layers"));
+    }
+    std::vector<int> wb, ab;
+    for (const auto& l : s.layer_bits()) {
+      wb.push_back(int(l.weight_bits()));
+      ab.push_back(int(l.activation_bits()));
+    }
+    plan.min_cost = plan.max_cost = plan.cost_model.Exact(wb, ab);
   } else {
     plan.min_cost = plan.cost_model.UniformPair(wb[0], ab[0]);
     plan.max_cost = plan.cost_model.UniformPair(wb[wb.size() - 1], ab[ab.size() - 1]);
@@ -266,7 +290,7 @@ absl::StatusOr<JobPlan> PlanJob(const JobSpec& raw, bool check_feasible) {
   const std::string field = c.budget_case() == bpnas::v1::Constraint::kMax
                                 ? "constraint.max"
                                 : "constraint.max_relative_to_uniform_bits";
-  if (s.method() != bpnas::v1::UNIFORM) {
+  if (!fixed_config) {
     absl::Status why;
     if (plan.budget < plan.min_cost) {
       why = Invalid(field, absl::StrCat("infeasible budget: ", plan.budget, " ",

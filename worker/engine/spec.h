@@ -43,7 +43,8 @@ struct JobPlan {
 };
 
 // Normalizes, builds the graph and cost model, resolves the budget and checks it is feasible:
-// min_cost <= budget <= max_cost for BPNAS; for UNIFORM the constraint is optional.
+// min_cost <= budget <= max_cost for BPNAS; for UNIFORM and FIXED the constraint is optional
+// (min_cost = max_cost = the configuration's cost).
 // With check_feasible = false the plan is returned even for an infeasible budget (`bpnas cost`
 // shows the table and says so); `feasible` tells.
 absl::StatusOr<JobPlan> PlanJob(const bpnas::v1::JobSpec& spec, bool check_feasible = true);
