@@ -141,7 +141,9 @@ def main():
     for n, s, acc, ratio in rows:
         diff = f"{acc - ref[s]:+.2f}" if s in ref else ""
         lines.append(f"| {n} | {s} | {ratio:.3f} | {acc:.2f}% | {diff} |")
-    with open(os.path.join(out, "table.md"), "w") as f:
+    # One table per selection, so a later run with --only or other seeds does not overwrite the map.
+    tag = ("all" if not a.only else a.only.replace(",", "+")) + "-seeds" + a.seeds.replace(",", "+")
+    with open(os.path.join(out, f"table-{tag}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
