@@ -169,6 +169,39 @@ TEST(Search, FixedConfigurationTrainsLikeUniformAndKeepsItsBits) {
   EXPECT_NEAR(EvalAccuracy(model), m.test_accuracy(), 0.5);
 }
 
+// search.uniform_check: both networks are scored after the same short fine-tune, and the returned
+// one is the better of the two (the uniform network exactly, when it wins).
+TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
+  if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const std::string spec = WriteFile("check.json", R"({
+    "model": {"name": "tiny"},
+    "dataset": {"kind": "fashion-mnist", "train_limit": 2000, "test_limit": 500},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3.5},
+    "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 64, "uniform_check": true},
+    "finetune": {"epochs": 1}
+  })");
+  const std::string model = ::testing::TempDir() + "/check.bpq";
+  CliRun r = Bpnas("search --spec " + spec + " --out " + model + " --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto result = ParseResult(r.output);
+  EXPECT_TRUE(result.within_budget());
+  bool all3 = true;
+  for (const auto& l : result.layers()) all3 = all3 && l.weight_bits() == 3 && l.activation_bits() == 3;
+  if (result.check_uniform_bits() == 0) {
+    EXPECT_TRUE(all3) << "the check is skipped only when the derived network is uniform 3-bit itself";
+    return;
+  }
+  EXPECT_EQ(result.check_uniform_bits(), 3u) << "3 bits is the highest uniform bitwidth under a 3.5-bit budget";
+  EXPECT_GT(result.check_derived_accuracy(), 0.0);
+  EXPECT_GT(result.check_uniform_accuracy(), 0.0);
+  EXPECT_EQ(result.returned_uniform(), result.check_uniform_accuracy() > result.check_derived_accuracy());
+  EXPECT_EQ(all3, result.returned_uniform()) << "the returned layers are the winner's";
+  bool has_phase = false;
+  for (const auto& p : result.phase_times()) has_phase = has_phase || p.phase() == "check";
+  EXPECT_TRUE(has_phase);
+  EXPECT_NEAR(EvalAccuracy(model), result.test_accuracy(), 0.5);
+}
+
 TEST(Cli, BadSpecsExitTwoNamingTheFieldAndRunNothing) {
   struct Case { std::string json, needle; };
   for (const Case& c : std::vector<Case>{

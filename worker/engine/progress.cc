@@ -18,6 +18,7 @@ double JobFractionDone(const bpnas::v1::JobSpec& spec, const ProgressEvent& ev) 
     total = warmup + search + finetune;
     if (ev.phase == "warmup") done = epochs_done;
     else if (ev.phase == "search") done = warmup + 2.0 * epochs_done;
+    else if (ev.phase == "check") done = warmup + search;
     else if (ev.phase == "finetune") done = warmup + search + epochs_done;
   }
   if (ev.phase == "evaluate") return 1.0;

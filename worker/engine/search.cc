@@ -230,6 +230,27 @@ double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions&
   return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
 }
 
+// Accuracy in percent on the samples `idx` of `data` (this rank's shard), summed over the ranks.
+double AccuracyOnAcrossRanks(Supernet& net, const Dataset& data, const torch::Tensor& idx, const RunOptions& options) {
+  torch::NoGradGuard guard;
+  net->eval();
+  int64_t correct = 0;
+  for (int64_t i = 0; i < idx.size(0); i += 500) {
+    auto part = idx.narrow(0, i, std::min<int64_t>(500, idx.size(0) - i));
+    auto [x, y] = Batch(data, part, options.device);
+    correct += net->forward(x).argmax(1).eq(y).sum().item<int64_t>();
+  }
+  std::vector<torch::Tensor> counts = {
+      torch::tensor({double(correct), double(idx.size(0))}, torch::kDouble).to(options.device)};
+  if (WorldSize(options) > 1) {
+    absl::Status st = options.collective->AllReduceSum(counts);
+    if (!st.ok()) throw CollectiveFailed{st};
+  }
+  counts[0] = counts[0].cpu();
+  const double total = counts[0][1].item<double>();
+  return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
+}
+
 // Where a run stands. Every checkpoint saves it; a resumed run continues at exactly this step.
 enum Phase : int {
   kWarmup = 0,
@@ -843,6 +864,66 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     const std::string note = linear ? "" : RepairToBudget(net, plan.cost_model, budget, &derived);
     result.set_repaired(!note.empty());
     result.set_repair_note(note);
+    if (!linear && sp.uniform_check()) {
+      // The best fitting uniform network against the derived one, each briefly fine-tuned from the
+      // fine-tune's starting weights on half the weight split and scored on the architecture split.
+      // The supernet's own weights cannot rank them: trained for the derived network, they prefer
+      // it even where uniform is better after the fine-tune (docs/results.md).
+      auto layers = net->searchable_layers();
+      const auto& wb = layers[0]->weight_bits();
+      const auto& ab = layers[0]->activation_bits();
+      int ub = 0;
+      for (int b : wb) {
+        if (std::find(ab.begin(), ab.end(), b) != ab.end() && plan.cost_model.Uniform(b) <= budget) ub = b;
+      }
+      DerivedConfig u;
+      for (size_t i = 0; ub > 0 && i < layers.size(); ++i) {
+        u.weight_index.push_back(int(std::find(wb.begin(), wb.end(), ub) - wb.begin()));
+        u.activation_index.push_back(int(std::find(ab.begin(), ab.end(), ub) - ab.begin()));
+        u.weight_bits.push_back(ub);
+        u.activation_bits.push_back(ub);
+      }
+      if (ub > 0 && (u.weight_bits != derived.weight_bits || u.activation_bits != derived.activation_bits)) {
+        auto t0 = Clock::now();
+        std::vector<torch::Tensor> state, saved;
+        {
+          torch::NoGradGuard g;
+          for (auto& p : net->parameters()) state.push_back(p);
+          for (auto& b : net->buffers()) state.push_back(b);
+          for (auto& t : state) saved.push_back(t.clone());
+        }
+        auto restore_state = [&] {
+          torch::NoGradGuard g;
+          for (size_t i = 0; i < state.size(); ++i) state[i].copy_(saved[i]);
+        };
+        RunOptions quiet = options;  // no progress events: their job steps would run backwards
+        quiet.progress = nullptr;
+        const auto half = weight_idx.narrow(0, 0, std::max<int64_t>(1, weight_idx.size(0) / 2));
+        auto score = [&](const DerivedConfig& c) -> absl::StatusOr<double> {
+          restore_state();
+          if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
+          PinAll(net, c);
+          SetRequiresGrad(weight_params, true);
+          ProgressEvent ev;
+          ev.phase = "check";
+          TrainWeightsEpochs(net, s, data.train, half, int(s.finetune().batch_size()), s.seed() + 4, 1,
+                             s.finetune().lr(), ev, Clock::now(), quiet);
+          return AccuracyOnAcrossRanks(net, data.train, arch_idx, options);
+        };
+        BPNAS_ASSIGN_OR_RETURN(const double acc_derived, score(derived));
+        BPNAS_ASSIGN_OR_RETURN(const double acc_uniform, score(u));
+        restore_state();
+        UnpinAll(net);
+        result.set_check_uniform_bits(uint32_t(ub));
+        result.set_check_derived_accuracy(acc_derived);
+        result.set_check_uniform_accuracy(acc_uniform);
+        if (acc_uniform > acc_derived) {
+          derived = u;
+          result.set_returned_uniform(true);
+        }
+        add_phase_time("check", Seconds(t0));
+      }
+    }
     PinAll(net, derived);
     sched.phase = kWeights;
     sched.epoch = 1;
