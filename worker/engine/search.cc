@@ -136,6 +136,22 @@ void PinAll(Supernet& net, const DerivedConfig& d) {
   for (size_t i = 0; i < layers.size(); ++i) layers[i]->Pin(d.weight_index[i], d.activation_index[i]);
 }
 
+// The configuration with layer i at weight_bits[i] / activation_bits[i] (each in its layer's lists).
+DerivedConfig ConfigForBits(const Supernet& net, const std::vector<int>& weight_bits,
+                            const std::vector<int>& activation_bits) {
+  DerivedConfig d;
+  const auto layers = net->searchable_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& wb = layers[i]->weight_bits();
+    const auto& ab = layers[i]->activation_bits();
+    d.weight_index.push_back(int(std::find(wb.begin(), wb.end(), weight_bits[i]) - wb.begin()));
+    d.activation_index.push_back(int(std::find(ab.begin(), ab.end(), activation_bits[i]) - ab.begin()));
+  }
+  d.weight_bits = weight_bits;
+  d.activation_bits = activation_bits;
+  return d;
+}
+
 void UnpinAll(Supernet& net) {
   for (auto l : net->searchable_layers()) l->Unpin();
 }
@@ -217,17 +233,24 @@ std::pair<int64_t, int64_t> CountCorrect(Supernet& net, const Dataset& data, int
   return {correct, n};
 }
 
+// 100 * correct / seen, with both counts summed over the ranks.
+double PercentAcrossRanks(int64_t correct, int64_t seen, const RunOptions& options) {
+  std::vector<torch::Tensor> counts = {
+      torch::tensor({double(correct), double(seen)}, torch::kDouble).to(options.device)};
+  if (WorldSize(options) > 1) {
+    absl::Status st = options.collective->AllReduceSum(counts);
+    if (!st.ok()) throw CollectiveFailed{st};
+  }
+  counts[0] = counts[0].cpu();
+  const double total = counts[0][1].item<double>();
+  return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
+}
+
 // Accuracy in percent over the ranks' shards of `data` (rank r counts every world_size-th sample).
 double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions& options) {
   if (WorldSize(options) == 1) return Evaluate(net, data);
   const auto [correct, seen] = CountCorrect(net, data, Rank(options), WorldSize(options), 500);
-  std::vector<torch::Tensor> counts = {
-      torch::tensor({double(correct), double(seen)}, torch::kDouble).to(options.device)};
-  absl::Status st = options.collective->AllReduceSum(counts);
-  if (!st.ok()) throw CollectiveFailed{st};
-  counts[0] = counts[0].cpu();
-  const double total = counts[0][1].item<double>();
-  return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
+  return PercentAcrossRanks(correct, seen, options);
 }
 
 // Accuracy in percent on the samples `idx` of `data` (this rank's shard), summed over the ranks.
@@ -240,15 +263,7 @@ double AccuracyOnAcrossRanks(Supernet& net, const Dataset& data, const torch::Te
     auto [x, y] = Batch(data, part, options.device);
     correct += net->forward(x).argmax(1).eq(y).sum().item<int64_t>();
   }
-  std::vector<torch::Tensor> counts = {
-      torch::tensor({double(correct), double(idx.size(0))}, torch::kDouble).to(options.device)};
-  if (WorldSize(options) > 1) {
-    absl::Status st = options.collective->AllReduceSum(counts);
-    if (!st.ok()) throw CollectiveFailed{st};
-  }
-  counts[0] = counts[0].cpu();
-  const double total = counts[0][1].item<double>();
-  return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
+  return PercentAcrossRanks(correct, idx.size(0), options);
 }
 
 // Where a run stands. Every checkpoint saves it; a resumed run continues at exactly this step.
@@ -594,18 +609,14 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   };
   DerivedConfig derived;
   if (uniform) {
-    const auto layers = net->searchable_layers();
-    for (size_t i = 0; i < layers.size(); ++i) {
-      const auto& wb = layers[i]->weight_bits();
-      const auto& ab = layers[i]->activation_bits();
-      // UNIFORM: one bitwidth per list; FIXED: the lists hold every bitwidth the configuration uses.
-      const int want_w = s.method() == bpnas::v1::FIXED ? int(s.layer_bits(int(i)).weight_bits()) : wb[0];
-      const int want_a = s.method() == bpnas::v1::FIXED ? int(s.layer_bits(int(i)).activation_bits()) : ab[0];
-      derived.weight_index.push_back(int(std::find(wb.begin(), wb.end(), want_w) - wb.begin()));
-      derived.activation_index.push_back(int(std::find(ab.begin(), ab.end(), want_a) - ab.begin()));
-      derived.weight_bits.push_back(want_w);
-      derived.activation_bits.push_back(want_a);
+    // UNIFORM: each layer's lists hold the one bitwidth; FIXED: layer_bits, per layer.
+    const size_t n = net->searchable_layers().size();
+    std::vector<int> wbits(n, int(s.uniform_bits())), abits(n, int(s.uniform_bits()));
+    for (size_t i = 0; s.method() == bpnas::v1::FIXED && i < n; ++i) {
+      wbits[i] = int(s.layer_bits(int(i)).weight_bits());
+      abits[i] = int(s.layer_bits(int(i)).activation_bits());
     }
+    derived = ConfigForBits(net, wbits, abits);
     PinAll(net, derived);
   }
 
@@ -876,13 +887,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
       for (int b : wb) {
         if (std::find(ab.begin(), ab.end(), b) != ab.end() && plan.cost_model.Uniform(b) <= budget) ub = b;
       }
-      DerivedConfig u;
-      for (size_t i = 0; ub > 0 && i < layers.size(); ++i) {
-        u.weight_index.push_back(int(std::find(wb.begin(), wb.end(), ub) - wb.begin()));
-        u.activation_index.push_back(int(std::find(ab.begin(), ab.end(), ub) - ab.begin()));
-        u.weight_bits.push_back(ub);
-        u.activation_bits.push_back(ub);
-      }
+      const std::vector<int> all_ub(layers.size(), ub);
+      const DerivedConfig u = ub > 0 ? ConfigForBits(net, all_ub, all_ub) : DerivedConfig();
       if (ub > 0 && (u.weight_bits != derived.weight_bits || u.activation_bits != derived.activation_bits)) {
         auto t0 = Clock::now();
         std::vector<torch::Tensor> state, saved;
