@@ -83,6 +83,34 @@ TEST(Supernet, RepairLowersBitsUntilTheBudgetHolds) {
   EXPECT_LE(plan.cost_model.Exact(d.weight_bits, d.activation_bits), plan.budget);
 }
 
+TEST(Supernet, RaiseToBandLiftsAnArgmaxBelowTheBandWithoutPassingTheBudget) {
+  for (const char* metric : {"BITOPS", "SIZE"}) {
+    JobPlan plan = Plan("resnet20", metric, 3);
+    Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+    int i = 0;
+    for (auto l : net->searchable_layers()) {  // argmax all 2-bit, the 3-bit option nearly as likely
+      l->SetLogits({2, 1.5f + 0.01f * float(i), 0, 0}, {2, 1.5f, 0, 0});
+      ++i;
+    }
+    DerivedConfig d = DeriveArgmax(net);
+    ASSERT_LT(plan.cost_model.Exact(d.weight_bits, d.activation_bits), 0.9 * plan.budget) << metric;
+    const std::string note = RaiseToBand(net, plan.cost_model, plan.budget, 0.9, &d);
+    EXPECT_FALSE(note.empty()) << metric;
+    const double cost = plan.cost_model.Exact(d.weight_bits, d.activation_bits);
+    EXPECT_GE(cost, 0.9 * plan.budget) << metric;
+    EXPECT_LE(cost, plan.budget) << metric;
+    for (size_t k = 0; k < d.weight_bits.size(); ++k) {
+      EXPECT_LE(d.weight_bits[k], 3) << "one step up at a time, from 2 bits";
+      if (std::string(metric) == "SIZE") EXPECT_EQ(d.activation_bits[k], 2) << "size does not charge activations";
+    }
+    // Already in the band: nothing changes.
+    const DerivedConfig before = d;
+    EXPECT_EQ(RaiseToBand(net, plan.cost_model, plan.budget, 0.9, &d), "");
+    EXPECT_EQ(d.weight_bits, before.weight_bits);
+    EXPECT_EQ(d.activation_bits, before.activation_bits);
+  }
+}
+
 TEST(Artifact, InterpreterReproducesTheNetworkAndChecksumCatchesCorruption) {
   JobPlan plan = Plan("resnet20", "BITOPS", 4);
   Supernet net(plan.graph, QuantOptionsFor(plan.spec));

@@ -253,17 +253,39 @@ double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions&
   return PercentAcrossRanks(correct, seen, options);
 }
 
-// Accuracy in percent on the samples `idx` of `data` (this rank's shard), summed over the ranks.
-double AccuracyOnAcrossRanks(Supernet& net, const Dataset& data, const torch::Tensor& idx, const RunOptions& options) {
+// Per sample of `idx` (this rank's shard of `data`): whether `net` (eval mode) classifies it correctly.
+torch::Tensor CorrectOn(Supernet& net, const Dataset& data, const torch::Tensor& idx, const RunOptions& options) {
   torch::NoGradGuard guard;
   net->eval();
-  int64_t correct = 0;
+  std::vector<torch::Tensor> parts;
   for (int64_t i = 0; i < idx.size(0); i += 500) {
     auto part = idx.narrow(0, i, std::min<int64_t>(500, idx.size(0) - i));
     auto [x, y] = Batch(data, part, options.device);
-    correct += net->forward(x).argmax(1).eq(y).sum().item<int64_t>();
+    parts.push_back(net->forward(x).argmax(1).eq(y).cpu());
   }
-  return PercentAcrossRanks(correct, idx.size(0), options);
+  return parts.empty() ? torch::zeros({0}, torch::kBool) : torch::cat(parts);
+}
+
+// Two networks scored on the same samples (the ranks' shards together): each one's accuracy and
+// the standard error of their difference, all in percent. The error is the paired one (McNemar):
+// sqrt(samples only one gets right) / samples.
+struct PairedScore {
+  double a = 0, b = 0, se = 0;
+};
+PairedScore PairedAcrossRanks(const torch::Tensor& a, const torch::Tensor& b, const RunOptions& options) {
+  std::vector<torch::Tensor> counts = {
+      torch::tensor({a.sum().item<double>(), b.sum().item<double>(), (a != b).sum().item<double>(),
+                     double(a.size(0))},
+                    torch::kDouble)
+          .to(options.device)};
+  if (WorldSize(options) > 1) {
+    absl::Status st = options.collective->AllReduceSum(counts);
+    if (!st.ok()) throw CollectiveFailed{st};
+  }
+  const auto c = counts[0].cpu();
+  const double n = c[3].item<double>();
+  if (n == 0) return {};
+  return {100.0 * c[0].item<double>() / n, 100.0 * c[1].item<double>() / n, 100.0 * std::sqrt(c[2].item<double>()) / n};
 }
 
 // Where a run stands. Every checkpoint saves it; a resumed run continues at exactly this step.
@@ -508,6 +530,46 @@ std::string RepairToBudget(const Supernet& net, const CostModel& cost, double bu
       absl::StrAppend(&note, note.empty() ? "" : "; ", l->name(), " activations ", from, "->",
                       d->activation_bits[best_layer], " bits");
     }
+  }
+  return note;
+}
+
+std::string RaiseToBand(const Supernet& net, const CostModel& cost, double budget, double lower_band,
+                        DerivedConfig* d) {
+  std::string note;
+  auto layers = net->searchable_layers();
+  torch::NoGradGuard guard;
+  while (cost.Exact(d->weight_bits, d->activation_bits) < lower_band * budget) {
+    double best_margin = 1e9;
+    int best_layer = -1;
+    bool best_is_weight = true;
+    for (size_t i = 0; i < layers.size(); ++i) {
+      for (int kind = 0; kind < 2; ++kind) {
+        const bool is_weight = kind == 0;
+        if (!is_weight && cost.metric() == CostMetricKind::kSize) continue;
+        const auto& bits = is_weight ? layers[i]->weight_bits() : layers[i]->activation_bits();
+        const int cur = is_weight ? d->weight_index[i] : d->activation_index[i];
+        if (cur + 1 >= int(bits.size())) continue;
+        std::vector<int> wb = d->weight_bits, ab = d->activation_bits;
+        (is_weight ? wb : ab)[i] = bits[cur + 1];
+        if (cost.Exact(wb, ab) > budget) continue;
+        auto probs = is_weight ? layers[i]->WeightProbs() : layers[i]->ActivationProbs();
+        const double margin = probs[cur].item<double>() - probs[cur + 1].item<double>();
+        if (margin < best_margin) {
+          best_margin = margin;
+          best_layer = int(i);
+          best_is_weight = is_weight;
+        }
+      }
+    }
+    if (best_layer < 0) break;  // no step up fits under the budget
+    const auto& l = layers[best_layer];
+    auto& index = best_is_weight ? d->weight_index : d->activation_index;
+    auto& bits = best_is_weight ? d->weight_bits : d->activation_bits;
+    const int from = bits[best_layer];
+    bits[best_layer] = (best_is_weight ? l->weight_bits() : l->activation_bits())[++index[best_layer]];
+    absl::StrAppend(&note, note.empty() ? "" : "; ", l->name(), best_is_weight ? " weights " : " activations ",
+                    from, "->", bits[best_layer], " bits");
   }
   return note;
 }
@@ -872,7 +934,14 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     derived = DeriveArgmax(net);
     result.set_argmax_cost_at_derive(plan.cost_model.Exact(derived.weight_bits, derived.activation_bits));
     // The linear-penalty baseline is reported as it comes out: no repair.
-    const std::string note = linear ? "" : RepairToBudget(net, plan.cost_model, budget, &derived);
+    std::string note;
+    if (!linear) {
+      note = RepairToBudget(net, plan.cost_model, budget, &derived);
+      if (note.empty() && sp.lower_band() > 0) {
+        note = RaiseToBand(net, plan.cost_model, budget, sp.lower_band(), &derived);
+        if (!note.empty()) note = "raised to the band: " + note;
+      }
+    }
     result.set_repaired(!note.empty());
     result.set_repair_note(note);
     if (!linear && sp.uniform_check()) {
@@ -888,7 +957,11 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         if (std::find(ab.begin(), ab.end(), b) != ab.end() && plan.cost_model.Uniform(b) <= budget) ub = b;
       }
       const std::vector<int> all_ub(layers.size(), ub);
-      const DerivedConfig u = ub > 0 ? ConfigForBits(net, all_ub, all_ub) : DerivedConfig();
+      DerivedConfig u = ub > 0 ? ConfigForBits(net, all_ub, all_ub) : DerivedConfig();
+      // Between grid points the uniform network leaves budget unused: raised to the band the way
+      // the derived network is, it keeps at least uniform's bits in every layer and uses the budget.
+      const std::string raised =
+          ub > 0 && sp.lower_band() > 0 ? RaiseToBand(net, plan.cost_model, budget, sp.lower_band(), &u) : "";
       if (ub > 0 && (u.weight_bits != derived.weight_bits || u.activation_bits != derived.activation_bits)) {
         auto t0 = Clock::now();
         std::vector<torch::Tensor> state, saved;
@@ -905,7 +978,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         RunOptions quiet = options;  // no progress events: their job steps would run backwards
         quiet.progress = nullptr;
         const auto half = weight_idx.narrow(0, 0, std::max<int64_t>(1, weight_idx.size(0) / 2));
-        auto score = [&](const DerivedConfig& c) -> absl::StatusOr<double> {
+        auto score = [&](const DerivedConfig& c) -> absl::StatusOr<torch::Tensor> {
           restore_state();
           if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
           PinAll(net, c);
@@ -914,18 +987,24 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
           ev.phase = "check";
           TrainWeightsEpochs(net, s, data.train, half, int(s.finetune().batch_size()), s.seed() + 4, 1,
                              s.finetune().lr(), ev, Clock::now(), quiet);
-          return AccuracyOnAcrossRanks(net, data.train, arch_idx, options);
+          return CorrectOn(net, data.train, arch_idx, options);
         };
-        BPNAS_ASSIGN_OR_RETURN(const double acc_derived, score(derived));
-        BPNAS_ASSIGN_OR_RETURN(const double acc_uniform, score(u));
+        BPNAS_ASSIGN_OR_RETURN(const torch::Tensor correct_derived, score(derived));
+        BPNAS_ASSIGN_OR_RETURN(const torch::Tensor correct_uniform, score(u));
         restore_state();
         UnpinAll(net);
+        const PairedScore check = PairedAcrossRanks(correct_derived, correct_uniform, options);
         result.set_check_uniform_bits(uint32_t(ub));
-        result.set_check_derived_accuracy(acc_derived);
-        result.set_check_uniform_accuracy(acc_uniform);
-        if (acc_uniform > acc_derived) {
+        result.set_check_derived_accuracy(check.a);
+        result.set_check_uniform_accuracy(check.b);
+        result.set_check_margin(check.se);
+        // The derived network must lead by more than the standard error of the paired difference:
+        // a lead within the check's noise is no evidence, and then the simpler network is returned.
+        if (check.a - check.b <= check.se) {
           derived = u;
           result.set_returned_uniform(true);
+          result.set_repaired(!raised.empty());
+          result.set_repair_note(raised.empty() ? "" : absl::StrCat("uniform ", ub, "-bit raised to the band: ", raised));
         }
         add_phase_time("check", Seconds(t0));
       }

@@ -88,6 +88,13 @@ DerivedConfig DeriveArgmax(const Supernet& net);
 // Lowers the bits of the layer with the smallest probability margin until cost <= budget.
 // Returns a note describing each change (empty if nothing changed).
 std::string RepairToBudget(const Supernet& net, const CostModel& cost, double budget, DerivedConfig* config);
+// The other side of the band: while cost < lower_band * budget, raises by one step the bits of the
+// layer whose choice the architecture held least firmly against the next higher bitwidth, among
+// steps that keep cost <= budget; stops when none fits. The argmax of a not quite one-hot
+// distribution can land below the expected cost the lower barrier kept in the band. Returns a note
+// describing each change (empty if nothing changed).
+std::string RaiseToBand(const Supernet& net, const CostModel& cost, double budget, double lower_band,
+                        DerivedConfig* config);
 
 // Trains the weights of `net` (as it is pinned/configured) on all of `train` for `epochs` epochs:
 // SGD with the spec's momentum and weight decay, cosine from `lr`. Progress events carry `phase`.
