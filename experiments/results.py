@@ -265,7 +265,7 @@ def render_table(s):
                 lines.append(f"| {row['metric']} | {row['bits']:g} | {label} | {why} | | | | | | |")
                 continue
             ps = r["phase_seconds"]
-            search = ps.get("warmup", 0) + ps.get("search", 0)
+            search = ps.get("warmup", 0) + ps.get("search", 0) + ps.get("check", 0)  # the check is part of the search
             ft = ps.get("finetune", 0) + ps.get("train", 0)
             layers = r.get("layers", [])
             if key == "uniform":
@@ -274,6 +274,8 @@ def render_table(s):
                 wb = sorted({l["weight_bits"] for l in layers})
                 ab = sorted({l["activation_bits"] for l in layers})
                 bits = "w{" + ",".join(map(str, wb)) + "} a{" + ",".join(map(str, ab)) + "}"
+                if r.get("returned_uniform"):
+                    bits += " (uniform candidate, returned by the check)"
             lines.append(f"| {row['metric']} | {row['bits']:g} | {label} | {bits} | {r['cost']:.4g} | "
                          f"{r['cost'] / r['budget']:.3f} | {'yes' if r.get('within_budget') else 'NO'} | "
                          f"{r['test_accuracy']:.2f}% | {search:.0f} | {ft:.0f} |")
