@@ -148,6 +148,12 @@ TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
   EXPECT_LE(job.result().cost(), job.budget());
   EXPECT_GT(job.artifact_bytes(), 0);
   EXPECT_TRUE(job.has_latest_progress()) << "progress reports reached the store";
+  // The human status names the check's outcome whenever the check ran (on by default).
+  CliRun human = RunCli("status " + id + " --server " + server_);
+  ASSERT_EQ(human.exit_code, 0) << human.all;
+  EXPECT_NE(human.out.find("result: test accuracy"), std::string::npos) << human.out;
+  EXPECT_EQ(human.out.find("uniform check: ") != std::string::npos, job.result().check_uniform_bits() > 0)
+      << human.out;
 
   const std::string model = ::testing::TempDir() + "/e2e.bpq";
   CliRun fetch = RunCli("fetch " + id + " -o " + model + " --server " + server_);
