@@ -161,11 +161,8 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
                 r.expected_cost_at_derive() / r.budget(), r.argmax_cost_at_derive() / r.budget(),
                 r.prob1_at_derive());
     if (r.repaired()) std::printf("  repaired           %s\n", r.repair_note().c_str());
-    if (r.check_uniform_bits() > 0) {
-      std::printf("  uniform check      architecture split after a short fine-tune: derived %.2f%%, uniform %u-bit "
-                  "%.2f%% (standard error of the difference %.2f): returned the %s\n",
-                  r.check_derived_accuracy(), r.check_uniform_bits(), r.check_uniform_accuracy(), r.check_margin(),
-                  r.returned_uniform() ? "uniform network" : "derived network");
+    if (const std::string check = UniformCheckSummary(r); !check.empty()) {
+      std::printf("  uniform check      architecture split after a short fine-tune: %s\n", check.c_str());
     }
     if (r.budget() > 0 && r.cost() < 0.9 * r.budget()) {
       std::printf("  note               the model uses %.1f%% of the budget (< 90%%)\n", 100 * r.cost() / r.budget());

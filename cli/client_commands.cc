@@ -110,10 +110,8 @@ void PrintJob(const Job& j, FILE* out) {
       std::fprintf(out, " / budget %s (%.3f) %s", Human(r.budget()).c_str(), r.cost() / r.budget(),
                    r.within_budget() ? "within budget" : "OVER BUDGET");
     }
-    if (r.check_uniform_bits() > 0) {
-      std::fprintf(out, "\n  uniform check: derived %.2f%%, uniform %u-bit %.2f%% (standard error %.2f): %s",
-                   r.check_derived_accuracy(), r.check_uniform_bits(), r.check_uniform_accuracy(), r.check_margin(),
-                   r.returned_uniform() ? "returned the uniform candidate" : "returned the derived network");
+    if (const std::string check = UniformCheckSummary(r); !check.empty()) {
+      std::fprintf(out, "\n  uniform check: %s", check.c_str());
     }
     std::fprintf(out, "\n  artifact: %lld bytes, sha256 %s\n", (long long)j.artifact_bytes(), j.artifact_sha256().c_str());
   }

@@ -46,4 +46,13 @@ void ProgressPrinter::Finish() {
   line_open_ = false;
 }
 
+std::string UniformCheckSummary(const bpnas::v1::SearchResult& r) {
+  if (r.check_uniform_bits() == 0) return "";
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "derived %.2f%%, uniform %u-bit %.2f%% (standard error %.2f): returned the %s",
+                r.check_derived_accuracy(), r.check_uniform_bits(), r.check_uniform_accuracy(), r.check_margin(),
+                r.returned_uniform() ? "uniform candidate" : "derived network");
+  return buf;
+}
+
 }  // namespace bpnas

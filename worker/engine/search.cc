@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <chrono>
@@ -233,17 +234,20 @@ std::pair<int64_t, int64_t> CountCorrect(Supernet& net, const Dataset& data, int
   return {correct, n};
 }
 
+// `values` summed element-wise over the ranks.
+std::vector<double> SumAcrossRanks(const std::vector<double>& values, const RunOptions& options) {
+  if (WorldSize(options) == 1) return values;
+  std::vector<torch::Tensor> t = {torch::tensor(values, torch::kDouble).to(options.device)};
+  absl::Status st = options.collective->AllReduceSum(t);
+  if (!st.ok()) throw CollectiveFailed{st};
+  const auto c = t[0].cpu();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
 // 100 * correct / seen, with both counts summed over the ranks.
 double PercentAcrossRanks(int64_t correct, int64_t seen, const RunOptions& options) {
-  std::vector<torch::Tensor> counts = {
-      torch::tensor({double(correct), double(seen)}, torch::kDouble).to(options.device)};
-  if (WorldSize(options) > 1) {
-    absl::Status st = options.collective->AllReduceSum(counts);
-    if (!st.ok()) throw CollectiveFailed{st};
-  }
-  counts[0] = counts[0].cpu();
-  const double total = counts[0][1].item<double>();
-  return total == 0 ? 0.0 : 100.0 * counts[0][0].item<double>() / total;
+  const auto c = SumAcrossRanks({double(correct), double(seen)}, options);
+  return c[1] == 0 ? 0.0 : 100.0 * c[0] / c[1];
 }
 
 // Accuracy in percent over the ranks' shards of `data` (rank r counts every world_size-th sample).
@@ -273,19 +277,12 @@ struct PairedScore {
   double a = 0, b = 0, se = 0;
 };
 PairedScore PairedAcrossRanks(const torch::Tensor& a, const torch::Tensor& b, const RunOptions& options) {
-  std::vector<torch::Tensor> counts = {
-      torch::tensor({a.sum().item<double>(), b.sum().item<double>(), (a != b).sum().item<double>(),
-                     double(a.size(0))},
-                    torch::kDouble)
-          .to(options.device)};
-  if (WorldSize(options) > 1) {
-    absl::Status st = options.collective->AllReduceSum(counts);
-    if (!st.ok()) throw CollectiveFailed{st};
-  }
-  const auto c = counts[0].cpu();
-  const double n = c[3].item<double>();
+  const auto c = SumAcrossRanks({a.sum().item<double>(), b.sum().item<double>(), (a != b).sum().item<double>(),
+                                 double(a.size(0))},
+                                options);
+  const double n = c[3];
   if (n == 0) return {};
-  return {100.0 * c[0].item<double>() / n, 100.0 * c[1].item<double>() / n, 100.0 * std::sqrt(c[2].item<double>()) / n};
+  return {100.0 * c[0] / n, 100.0 * c[1] / n, 100.0 * std::sqrt(c[2]) / n};
 }
 
 // Where a run stands. Every checkpoint saves it; a resumed run continues at exactly this step.
@@ -489,47 +486,59 @@ DerivedConfig DeriveArgmax(const Supernet& net) {
   return d;
 }
 
-std::string RepairToBudget(const Supernet& net, const CostModel& cost, double budget, DerivedConfig* d) {
-  std::string note;
-  auto layers = net->searchable_layers();
-  while (cost.Exact(d->weight_bits, d->activation_bits) > budget) {
-    // Candidate moves: one step down in weight or activation bits of one layer; take the one whose
-    // current choice the architecture held least firmly (smallest probability margin), among
-    // moves that lower the cost.
-    double best_margin = 1e9;
-    int best_layer = -1;
-    bool best_is_weight = true;
-    for (size_t i = 0; i < layers.size(); ++i) {
-      torch::NoGradGuard guard;
-      for (int kind = 0; kind < 2; ++kind) {
-        const bool is_weight = kind == 0;
-        if (!is_weight && cost.metric() == CostMetricKind::kSize) continue;
-        const int cur = is_weight ? d->weight_index[i] : d->activation_index[i];
-        if (cur == 0) continue;
-        auto probs = is_weight ? layers[i]->WeightProbs() : layers[i]->ActivationProbs();
-        const double margin = probs[cur].item<double>() - probs[cur - 1].item<double>();
-        if (margin < best_margin) {
-          best_margin = margin;
-          best_layer = int(i);
-          best_is_weight = is_weight;
-        }
+namespace {
+
+// One step of `dir` (-1 down, +1 up) in the weight or activation bits of one layer: the step whose
+// current choice the architecture held least firmly against the neighbouring bitwidth (smallest
+// probability margin), among steps that keep the cost at or under `cap`. Activations are not
+// stepped under SIZE (they cost nothing there). Appends the step to `note`; false if none fits.
+bool StepLeastFirm(const Supernet& net, const CostModel& cost, int dir, double cap, DerivedConfig* d,
+                   std::string* note) {
+  torch::NoGradGuard guard;
+  const auto layers = net->searchable_layers();
+  double best_margin = 1e9;
+  int best_layer = -1;
+  bool best_is_weight = true;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    for (int kind = 0; kind < 2; ++kind) {
+      const bool is_weight = kind == 0;
+      if (!is_weight && cost.metric() == CostMetricKind::kSize) continue;
+      const auto& bits = is_weight ? layers[i]->weight_bits() : layers[i]->activation_bits();
+      const int cur = is_weight ? d->weight_index[i] : d->activation_index[i];
+      const int next = cur + dir;
+      if (next < 0 || next >= int(bits.size())) continue;
+      std::vector<int> wb = d->weight_bits, ab = d->activation_bits;
+      (is_weight ? wb : ab)[i] = bits[next];
+      if (cost.Exact(wb, ab) > cap) continue;
+      auto probs = is_weight ? layers[i]->WeightProbs() : layers[i]->ActivationProbs();
+      const double margin = probs[cur].item<double>() - probs[next].item<double>();
+      if (margin < best_margin) {
+        best_margin = margin;
+        best_layer = int(i);
+        best_is_weight = is_weight;
       }
     }
-    if (best_layer < 0) break;  // all at the lowest bits (cannot happen for a feasible budget)
-    const auto& l = layers[best_layer];
-    if (best_is_weight) {
-      const int from = d->weight_bits[best_layer];
-      d->weight_index[best_layer]--;
-      d->weight_bits[best_layer] = l->weight_bits()[d->weight_index[best_layer]];
-      absl::StrAppend(&note, note.empty() ? "" : "; ", l->name(), " weights ", from, "->",
-                      d->weight_bits[best_layer], " bits");
-    } else {
-      const int from = d->activation_bits[best_layer];
-      d->activation_index[best_layer]--;
-      d->activation_bits[best_layer] = l->activation_bits()[d->activation_index[best_layer]];
-      absl::StrAppend(&note, note.empty() ? "" : "; ", l->name(), " activations ", from, "->",
-                      d->activation_bits[best_layer], " bits");
-    }
+  }
+  if (best_layer < 0) return false;
+  const auto& l = layers[best_layer];
+  auto& index = best_is_weight ? d->weight_index : d->activation_index;
+  auto& bits = best_is_weight ? d->weight_bits : d->activation_bits;
+  const int from = bits[best_layer];
+  index[best_layer] += dir;
+  bits[best_layer] = (best_is_weight ? l->weight_bits() : l->activation_bits())[index[best_layer]];
+  absl::StrAppend(note, note->empty() ? "" : "; ", l->name(), best_is_weight ? " weights " : " activations ",
+                  from, "->", bits[best_layer], " bits");
+  return true;
+}
+
+}  // namespace
+
+std::string RepairToBudget(const Supernet& net, const CostModel& cost, double budget, DerivedConfig* d) {
+  std::string note;
+  // Every step down lowers the cost: no cap. Stops only if all are at the lowest bits (cannot
+  // happen for a feasible budget).
+  while (cost.Exact(d->weight_bits, d->activation_bits) > budget &&
+         StepLeastFirm(net, cost, -1, std::numeric_limits<double>::infinity(), d, &note)) {
   }
   return note;
 }
@@ -537,39 +546,8 @@ std::string RepairToBudget(const Supernet& net, const CostModel& cost, double bu
 std::string RaiseToBand(const Supernet& net, const CostModel& cost, double budget, double lower_band,
                         DerivedConfig* d) {
   std::string note;
-  auto layers = net->searchable_layers();
-  torch::NoGradGuard guard;
-  while (cost.Exact(d->weight_bits, d->activation_bits) < lower_band * budget) {
-    double best_margin = 1e9;
-    int best_layer = -1;
-    bool best_is_weight = true;
-    for (size_t i = 0; i < layers.size(); ++i) {
-      for (int kind = 0; kind < 2; ++kind) {
-        const bool is_weight = kind == 0;
-        if (!is_weight && cost.metric() == CostMetricKind::kSize) continue;
-        const auto& bits = is_weight ? layers[i]->weight_bits() : layers[i]->activation_bits();
-        const int cur = is_weight ? d->weight_index[i] : d->activation_index[i];
-        if (cur + 1 >= int(bits.size())) continue;
-        std::vector<int> wb = d->weight_bits, ab = d->activation_bits;
-        (is_weight ? wb : ab)[i] = bits[cur + 1];
-        if (cost.Exact(wb, ab) > budget) continue;
-        auto probs = is_weight ? layers[i]->WeightProbs() : layers[i]->ActivationProbs();
-        const double margin = probs[cur].item<double>() - probs[cur + 1].item<double>();
-        if (margin < best_margin) {
-          best_margin = margin;
-          best_layer = int(i);
-          best_is_weight = is_weight;
-        }
-      }
-    }
-    if (best_layer < 0) break;  // no step up fits under the budget
-    const auto& l = layers[best_layer];
-    auto& index = best_is_weight ? d->weight_index : d->activation_index;
-    auto& bits = best_is_weight ? d->weight_bits : d->activation_bits;
-    const int from = bits[best_layer];
-    bits[best_layer] = (best_is_weight ? l->weight_bits() : l->activation_bits())[++index[best_layer]];
-    absl::StrAppend(&note, note.empty() ? "" : "; ", l->name(), best_is_weight ? " weights " : " activations ",
-                    from, "->", bits[best_layer], " bits");
+  while (cost.Exact(d->weight_bits, d->activation_bits) < lower_band * budget &&
+         StepLeastFirm(net, cost, +1, budget, d, &note)) {
   }
   return note;
 }
