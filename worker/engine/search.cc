@@ -923,8 +923,8 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
     result.set_repaired(!note.empty());
     result.set_repair_note(note);
     if (!linear && sp.uniform_check()) {
-      // The best fitting uniform network against the derived one, each briefly fine-tuned from the
-      // fine-tune's starting weights on half the weight split and scored on the architecture split.
+      // The best fitting uniform network against the derived one, each fine-tuned from the
+      // fine-tune's starting weights on the weight split and scored on the architecture split.
       // The supernet's own weights cannot rank them: trained for the derived network, they prefer
       // it even where uniform is better after the fine-tune (docs/results.md).
       auto layers = net->searchable_layers();
@@ -955,7 +955,6 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         };
         RunOptions quiet = options;  // no progress events: their job steps would run backwards
         quiet.progress = nullptr;
-        const auto half = weight_idx.narrow(0, 0, std::max<int64_t>(1, weight_idx.size(0) / 2));
         auto score = [&](const DerivedConfig& c) -> absl::StatusOr<torch::Tensor> {
           restore_state();
           if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
@@ -963,8 +962,10 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
           SetRequiresGrad(weight_params, true);
           ProgressEvent ev;
           ev.phase = "check";
-          TrainWeightsEpochs(net, s, data.train, half, int(s.finetune().batch_size()), s.seed() + 4, 1,
-                             s.finetune().lr(), ev, Clock::now(), quiet);
+          // As long as the fine-tune (its epochs, over the weight split): a shorter pass favours the
+          // network that recovers fastest, which is not the one that ends best (docs/results.md).
+          TrainWeightsEpochs(net, s, data.train, weight_idx, int(s.finetune().batch_size()), s.seed() + 4,
+                             int(s.finetune().epochs()), s.finetune().lr(), ev, Clock::now(), quiet);
           return CorrectOn(net, data.train, arch_idx, options);
         };
         BPNAS_ASSIGN_OR_RETURN(const torch::Tensor correct_derived, score(derived));
