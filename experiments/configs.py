@@ -9,6 +9,7 @@ the searched model's accuracy to the last digit (method FIXED trains like UNIFOR
 
     python3 experiments/configs.py --results out/w025                # BitOPs, uniform 3-bit budget
     python3 experiments/configs.py --results out/w025 --seeds 1,2    # more seeds
+    python3 experiments/configs.py --results out/w025 --finetune-epochs 3 --out out/w025/configs-ft3
 
 Configurations (resnet20: 3 stages of 6 searchable convs; "sN_WA" sets stage N to W/A bits and
 leaves the rest at the uniform bits):
@@ -40,6 +41,8 @@ def parse_args():
     p.add_argument("--only", default="", help="comma-separated configuration names (default: all)")
     p.add_argument("--bin", default=os.path.join(ROOT, "build", "bin", "bpnas"), help="the bpnas binary")
     p.add_argument("--out", default="", help="output folder (default: RESULTS/configs)")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="fine-tune epochs for every configuration (default: the results run's)")
     return p.parse_args()
 
 
@@ -101,6 +104,8 @@ def main():
             spec.pop("uniform_bits", None)
             spec["method"] = "FIXED"
             spec["seed"] = seed
+            if a.finetune_epochs > 0:
+                spec["finetune"] = dict(spec["finetune"], epochs=a.finetune_epochs)
             # A loose constraint, so over-budget configurations run too; cost/budget below uses the
             # real budget (that of the uniform configuration at --bits).
             spec["constraint"] = {"metric": base["constraint"]["metric"], "max_relative_to_uniform_bits": 8.0}
