@@ -162,7 +162,7 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
                 r.prob1_at_derive());
     if (r.repaired()) std::printf("  repaired           %s\n", r.repair_note().c_str());
     if (const std::string check = UniformCheckSummary(r); !check.empty()) {
-      std::printf("  uniform check      architecture split after a short fine-tune: %s\n", check.c_str());
+      std::printf("  uniform check      architecture split after the fine-tune: %s\n", check.c_str());
     }
     if (r.budget() > 0 && r.cost() < 0.9 * r.budget()) {
       std::printf("  note               the model uses %.1f%% of the budget (< 90%%)\n", 100 * r.cost() / r.budget());

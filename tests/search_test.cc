@@ -169,8 +169,8 @@ TEST(Search, FixedConfigurationTrainsLikeUniformAndKeepsItsBits) {
   EXPECT_NEAR(EvalAccuracy(model), m.test_accuracy(), 0.5);
 }
 
-// search.uniform_check (on by default): both networks are scored after the same short fine-tune,
-// and the returned one is the better of the two. Under a 3.5-bit budget uniform 3-bit leaves budget
+// search.uniform_check (on by default): both networks are scored after the same fine-tune, as long
+// as the real one (finetune.epochs over the weight split), and the returned one is the better. Under a 3.5-bit budget uniform 3-bit leaves budget
 // unused, so its candidate is raised to the band: at least 3 bits everywhere, within the budget.
 TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
   if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
@@ -179,7 +179,7 @@ TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
     "dataset": {"kind": "fashion-mnist", "train_limit": 2000, "test_limit": 500},
     "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3.5},
     "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 64},
-    "finetune": {"epochs": 1}
+    "finetune": {"epochs": 2}
   })");
   const std::string model = ::testing::TempDir() + "/check.bpq";
   CliRun r = Bpnas("search --spec " + spec + " --out " + model + " --json");
@@ -200,6 +200,8 @@ TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
   EXPECT_GT(result.check_uniform_accuracy(), 0.0);
   EXPECT_GT(result.check_margin(), 0.0);
   EXPECT_LT(result.check_margin(), 5.0);
+  // 2000 images, 20% of them the architecture split: 1600 in the weight split, two epochs.
+  EXPECT_EQ(result.check_train_samples(), 3200u);
   EXPECT_EQ(result.returned_uniform(),
             result.check_derived_accuracy() - result.check_uniform_accuracy() <= result.check_margin())
       << "the derived network is returned only when it leads by more than the margin";

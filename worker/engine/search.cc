@@ -977,6 +977,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         result.set_check_derived_accuracy(check.a);
         result.set_check_uniform_accuracy(check.b);
         result.set_check_margin(check.se);
+        result.set_check_train_samples(uint64_t(n_train - n_arch) * s.finetune().epochs());
         // The derived network must lead by more than the standard error of the paired difference:
         // a lead within the check's noise is no evidence, and then the simpler network is returned.
         if (check.a - check.b <= check.se) {
