@@ -23,8 +23,8 @@ class ProgressPrinter {
   bool line_open_ = false;
 };
 
-// The uniform check's outcome for display ("derived 90.99%, uniform 3-bit 90.88% (standard error
-// 0.19): returned the uniform candidate"); empty when no check ran.
+// The uniform check's outcome for display ("derived 91.27%, uniform 3-bit 91.40% (standard error
+// 0.18; each fine-tuned on 48000 images): returned the uniform candidate"); empty when no check ran.
 std::string UniformCheckSummary(const bpnas::v1::SearchResult& r);
 
 }  // namespace bpnas

@@ -170,8 +170,9 @@ TEST(Search, FixedConfigurationTrainsLikeUniformAndKeepsItsBits) {
 }
 
 // search.uniform_check (on by default): both networks are scored after the same fine-tune, as long
-// as the real one (finetune.epochs over the weight split), and the returned one is the better. Under a 3.5-bit budget uniform 3-bit leaves budget
-// unused, so its candidate is raised to the band: at least 3 bits everywhere, within the budget.
+// as the real one (finetune.epochs over the weight split), and the returned one is the better.
+// Under a 3.5-bit budget uniform 3-bit leaves budget unused, so its candidate is raised to the
+// band: at least 3 bits everywhere, within the budget.
 TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
   if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
   const std::string spec = WriteFile("check.json", R"({
