@@ -164,6 +164,11 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
     if (const std::string check = UniformCheckSummary(r); !check.empty()) {
       std::printf("  uniform check      architecture split after the fine-tune: %s\n", check.c_str());
     }
+    if (r.check_derived_layers_size() > 0) {
+      std::printf("  derived, rejected  cost/budget %.4f, w/a bits", r.check_derived_cost() / r.budget());
+      for (const auto& l : r.check_derived_layers()) std::printf(" %u/%u", l.weight_bits(), l.activation_bits());
+      std::printf("\n");
+    }
     if (r.budget() > 0 && r.cost() < 0.9 * r.budget()) {
       std::printf("  note               the model uses %.1f%% of the budget (< 90%%)\n", 100 * r.cost() / r.budget());
     }

@@ -210,6 +210,25 @@ TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
     EXPECT_TRUE(at_least3) << "the uniform candidate is uniform 3-bit with some steps up";
     EXPECT_EQ(result.repaired(), !all3);
     if (!all3) EXPECT_EQ(result.repair_note().rfind("uniform 3-bit raised to the band: ", 0), 0u) << result.repair_note();
+    // The rejected derived network is kept: another configuration (the check runs only when they
+    // differ), within the budget, its cost the same BitOPs sum over its layers.
+    ASSERT_EQ(result.check_derived_layers_size(), result.layers_size());
+    double fixed = result.cost(), derived_cost = 0;
+    bool differs = false;
+    for (int i = 0; i < result.layers_size(); ++i) {
+      const auto& l = result.layers(i);
+      const auto& d = result.check_derived_layers(i);
+      EXPECT_EQ(d.name(), l.name());
+      EXPECT_EQ(d.weight_probs_size(), l.weight_probs_size());
+      differs = differs || d.weight_bits() != l.weight_bits() || d.activation_bits() != l.activation_bits();
+      fixed -= l.macs() * l.weight_bits() * l.activation_bits();
+      derived_cost += d.macs() * d.weight_bits() * d.activation_bits();
+    }
+    EXPECT_TRUE(differs);
+    EXPECT_NEAR(result.check_derived_cost(), fixed + derived_cost, 1e-6 * result.cost());
+    EXPECT_LE(result.check_derived_cost(), result.budget());
+  } else {
+    EXPECT_EQ(result.check_derived_layers_size(), 0) << "the returned network is the derived one";
   }
   bool has_phase = false;
   for (const auto& p : result.phase_times()) has_phase = has_phase || p.phase() == "check";

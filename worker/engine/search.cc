@@ -567,6 +567,29 @@ void TrainWeightsOnly(Supernet& net, const JobSpec& s, const Dataset& train, int
 
 namespace {
 
+// Appends one LayerArchitecture per searchable layer: `wbits` / `abits`, the layer's size and, when
+// `with_probs`, its architecture probabilities.
+void AddLayers(const Supernet& net, const CostModel& cost, const std::vector<int>& wbits,
+               const std::vector<int>& abits, bool with_probs,
+               google::protobuf::RepeatedPtrField<bpnas::v1::LayerArchitecture>* out) {
+  torch::NoGradGuard g;
+  const auto layers = net->searchable_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto* la = out->Add();
+    la->set_name(layers[i]->name());
+    la->set_weight_bits(wbits[i]);
+    la->set_activation_bits(abits[i]);
+    la->set_macs(cost.searchable()[i].macs);
+    la->set_params(cost.searchable()[i].params);
+    if (with_probs) {
+      auto p = layers[i]->WeightProbs();
+      auto q = layers[i]->ActivationProbs();
+      for (int64_t j = 0; j < p.numel(); ++j) la->add_weight_probs(p[j].item<double>());
+      for (int64_t j = 0; j < q.numel(); ++j) la->add_activation_probs(q[j].item<double>());
+    }
+  }
+}
+
 absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, const DataSplits& data,
                                                           const RunOptions& options) {
   const JobSpec& s = plan.spec;
@@ -981,6 +1004,9 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
         // The derived network must lead by more than the standard error of the paired difference:
         // a lead within the check's noise is no evidence, and then the simpler network is returned.
         if (check.a - check.b <= check.se) {
+          AddLayers(net, plan.cost_model, derived.weight_bits, derived.activation_bits, /*with_probs=*/true,
+                    result.mutable_check_derived_layers());
+          result.set_check_derived_cost(plan.cost_model.Exact(derived.weight_bits, derived.activation_bits));
           derived = u;
           result.set_returned_uniform(true);
           result.set_repaired(!raised.empty());
@@ -1034,24 +1060,7 @@ absl::StatusOr<bpnas::v1::QuantizedModel> RunJobUnchecked(const JobPlan& plan, c
   }
   result.set_cost(plan.cost_model.Exact(wbits, abits));
   result.set_within_budget(!plan.has_budget || result.cost() <= budget);
-  {
-    torch::NoGradGuard g;
-    auto layers = net->searchable_layers();
-    for (size_t i = 0; i < layers.size(); ++i) {
-      auto* la = result.add_layers();
-      la->set_name(layers[i]->name());
-      la->set_weight_bits(wbits[i]);
-      la->set_activation_bits(abits[i]);
-      la->set_macs(plan.cost_model.searchable()[i].macs);
-      la->set_params(plan.cost_model.searchable()[i].params);
-      if (!uniform) {
-        auto p = layers[i]->WeightProbs();
-        auto q = layers[i]->ActivationProbs();
-        for (int64_t j = 0; j < p.numel(); ++j) la->add_weight_probs(p[j].item<double>());
-        for (int64_t j = 0; j < q.numel(); ++j) la->add_activation_probs(q[j].item<double>());
-      }
-    }
-  }
+  AddLayers(net, plan.cost_model, wbits, abits, /*with_probs=*/!uniform, result.mutable_layers());
   if (options.progress) {
     ProgressEvent ev;
     ev.phase = "evaluate";
