@@ -139,7 +139,7 @@ def main():
 
     run_seconds = [pre["seconds"]]  # every run's wall time, reused ones included
 
-    def search(name, method, metric, bits, gamma=None, uniform_bits=None, finetune=True):
+    def search(name, method, metric, bits, gamma=None, uniform_bits=None, finetune=True, layer_bits=None):
         patch = {"method": method, "init_weights": weights,
                  "constraint": {"metric": metric, "max_relative_to_uniform_bits": bits},
                  "finetune": {"from_init": True, "epochs": a.finetune_epochs if finetune else 0}}
@@ -151,6 +151,8 @@ def main():
                                    **json.loads(a.extra))
         if uniform_bits is not None:
             patch["uniform_bits"] = uniform_bits
+        if layer_bits is not None:
+            patch["layer_bits"] = [{"weight_bits": w, "activation_bits": x} for w, x in layer_bits]
         spec = write_spec(name, **patch)
         trace = os.path.join(a.out, name + ".trace.jsonl")
         result_path = os.path.join(a.out, name + ".result.json")
@@ -227,7 +229,14 @@ def main():
         if "linear" in methods and metric in chosen_gamma:
             r_c = search(f"{metric.lower()}-b{bits}-linear", "LINEAR_PENALTY", metric, bits,
                          gamma=chosen_gamma[metric])
+        # Where the check returned the uniform candidate: the derived network it rejected, fine-tuned
+        # the same way, so the table shows what the search alone would have given.
+        r_d = None
+        if r_a.get("check_derived_layers"):
+            r_d = search(f"{metric.lower()}-b{bits}-derived", "FIXED", metric, bits,
+                         layer_bits=[(l["weight_bits"], l["activation_bits"]) for l in r_a["check_derived_layers"]])
         rows.append({"metric": metric, "bits": bits, "budget": budget, "bpnas": r_a, "uniform": r_b, "linear": r_c,
+                     "derived": r_d,
                      "uniform_fits": bool(fitting) if "uniform" in methods else None})
 
     # 4. The ceiling: how much accuracy any bit allocation could recover at most (uniform 8-bit, same
@@ -258,8 +267,11 @@ def render_table(s):
     lines = ["| metric | budget (uniform-bit equiv.) | method | bits | cost | cost/budget | within | test acc | search s | fine-tune s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in s["rows"]:
-        for key, label in (("bpnas", "BP-NAS"), ("uniform", "uniform"), ("linear", "linear penalty")):
-            r = row[key]
+        for key, label in (("bpnas", "BP-NAS"), ("derived", "BP-NAS derived"), ("uniform", "uniform"),
+                           ("linear", "linear penalty")):
+            r = row.get(key)
+            if r is None and key == "derived":
+                continue  # only where the check returned the uniform candidate
             if r is None:
                 why = "no uniform bitwidth fits" if key == "uniform" and row.get("uniform_fits") is False else "not run"
                 lines.append(f"| {row['metric']} | {row['bits']:g} | {label} | {why} | | | | | | |")
@@ -276,6 +288,8 @@ def render_table(s):
                 bits = "w{" + ",".join(map(str, wb)) + "} a{" + ",".join(map(str, ab)) + "}"
                 if r.get("returned_uniform"):
                     bits += " (uniform candidate, returned by the check)"
+                if key == "derived":
+                    bits += " (rejected by the check; not returned)"
             lines.append(f"| {row['metric']} | {row['bits']:g} | {label} | {bits} | {r['cost']:.4g} | "
                          f"{r['cost'] / r['budget']:.3f} | {'yes' if r.get('within_budget') else 'NO'} | "
                          f"{r['test_accuracy']:.2f}% | {search:.0f} | {ft:.0f} |")
