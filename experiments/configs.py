@@ -21,12 +21,10 @@ leaves the rest at the uniform bits):
 Over-budget configurations run under a looser constraint; the table reports cost / budget.
 """
 import argparse
-import hashlib
 import json
 import os
-import subprocess
-import sys
-import time
+
+from runs import run_cached
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -110,31 +108,7 @@ def main():
             # real budget (that of the uniform configuration at --bits).
             spec["constraint"] = {"metric": base["constraint"]["metric"], "max_relative_to_uniform_bits": 8.0}
             spec["layer_bits"] = [{"weight_bits": w, "activation_bits": x} for w, x in configs[name]]
-            path = os.path.join(out, f"{name}-s{seed}")
-            text = json.dumps(spec, indent=2)
-            digest = hashlib.sha256(text.encode()).hexdigest()
-            res = None
-            try:
-                with open(path + ".result.json") as f:
-                    res = json.load(f)
-                if res.get("spec_sha256") != digest:
-                    res = None
-            except (OSError, ValueError):
-                pass
-            if res is None:
-                with open(path + ".json", "w") as f:
-                    f.write(text)
-                t = time.time()
-                r = subprocess.run([a.bin, "search", "--spec", path + ".json", "--out", path + ".bpq", "--json", "--quiet"],
-                                   capture_output=True, text=True)
-                if r.returncode != 0:
-                    sys.exit(f"{name} (seed {seed}) failed:\n{r.stderr[-2000:]}")
-                res = json.loads(r.stdout)
-                res = res.get("result", res)
-                res["spec_sha256"] = digest
-                res["wall_seconds"] = time.time() - t
-                with open(path + ".result.json", "w") as f:
-                    json.dump(res, f, indent=2)
+            res = run_cached(a.bin, spec, os.path.join(out, f"{name}-s{seed}"), f"{name} (seed {seed})")
             if budget is None:
                 with open(os.path.join(a.results, f"{prefix}-uniform{a.uniform_bits}.result.json")) as f:
                     budget = json.load(f)["budget"]

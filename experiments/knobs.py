@@ -12,13 +12,12 @@ one setting changed, against that run's uniform baseline at the same budget.
 A finished setting is reused when its spec is unchanged (sha256 in its result file).
 """
 import argparse
-import hashlib
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
+
+from runs import run_cached
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -62,29 +61,7 @@ def run_setting(a, folder, name, change):
     if not os.path.isabs(spec.get("init_weights", "")):
         spec["init_weights"] = os.path.abspath(os.path.join(ROOT, spec["init_weights"]))
     tag = os.path.basename(os.path.normpath(folder))
-    path = os.path.join(a.out, f"{tag}-{a.budget}-{name}")
-    text = json.dumps(spec, indent=2)
-    digest = hashlib.sha256(text.encode()).hexdigest()
-    try:
-        res = load(path + ".result.json")
-        if res.get("spec_sha256") == digest:
-            return res
-    except (OSError, ValueError):
-        pass
-    with open(path + ".json", "w") as f:
-        f.write(text)
-    t = time.time()
-    r = subprocess.run([a.bin, "search", "--spec", path + ".json", "--out", path + ".bpq", "--json", "--quiet"],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"knobs: {name} on {folder} failed:\n{r.stderr[-2000:]}")
-    res = json.loads(r.stdout)
-    res = res.get("result", res)
-    res["spec_sha256"] = digest
-    res["wall_seconds"] = time.time() - t
-    with open(path + ".result.json", "w") as f:
-        json.dump(res, f, indent=2)
-    return res
+    return run_cached(a.bin, spec, os.path.join(a.out, f"{tag}-{a.budget}-{name}"), f"knobs: {name} on {folder}")
 
 
 def main():
