@@ -53,9 +53,9 @@
 #include "common/memory.h"
 #include "worker/collective.h"
 #include "worker/engine/data.h"
-#include "worker/engine/progress.h"
+#include "spec/progress.h"
 #include "worker/engine/search.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 
 namespace bpnas {
 namespace {

@@ -31,7 +31,7 @@
 #include "worker/engine/artifact.h"
 #include "worker/engine/data.h"
 #include "worker/engine/search.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 #include "worker/engine/weights.h"
 
 namespace bpnas {

@@ -21,8 +21,8 @@
 #include "common/grpc_status.h"
 #include "common/sha256.h"
 #include "common/status.h"
-#include "worker/engine/progress.h"
-#include "worker/engine/spec.h"
+#include "spec/progress.h"
+#include "spec/spec.h"
 
 namespace bpnas {
 namespace {

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 
 namespace bpnas {
 

@@ -14,7 +14,7 @@
 #include "worker/engine/artifact.h"
 #include "worker/engine/data.h"
 #include "worker/engine/search.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 
 namespace bpnas {
 namespace {

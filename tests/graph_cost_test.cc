@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "worker/engine/cost_model.h"
-#include "worker/engine/graph.h"
+#include "spec/cost_model.h"
+#include "spec/graph.h"
 
 namespace bpnas {
 namespace {

@@ -12,7 +12,7 @@
 
 #include "google/protobuf/util/json_util.h"
 #include "bpnas/v1/model.pb.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 
 namespace bpnas {
 namespace {

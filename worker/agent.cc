@@ -14,9 +14,9 @@
 #include "worker/collective.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/data.h"
-#include "worker/engine/progress.h"
+#include "spec/progress.h"
 #include "worker/engine/search.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 
 namespace bpnas {
 

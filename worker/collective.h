@@ -42,8 +42,8 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "worker/engine/collective.h"
 
 namespace c10d {
 class Store;
@@ -61,44 +61,6 @@ namespace collective_internal {
 absl::StatusOr<c10::intrusive_ptr<c10d::Store>> OpenRendezvousStore(
     const CollectiveOptions& options, std::unique_ptr<RendezvousHost>& host);
 }  // namespace collective_internal
-
-// A group of ranks that reduce and broadcast tensors together.
-//
-// Every rank must call the collectives in the same order with tensors of the same shapes and
-// dtypes; a mismatch is undefined behaviour of the engine underneath (usually a timeout). The
-// collective calls of one rank must come from one thread at a time (they are serialized, but two
-// threads racing would break the order rule across ranks). Abort() may be called from any thread.
-//
-// Tensors: any number per call, any shapes; CPU tensors (the NCCL implementation also takes CUDA
-// tensors of a CUDA LibTorch). The tensors of one call are flattened into one contiguous buffer
-// per dtype, so a call with one dtype is one collective on the wire, whatever the tensor count.
-// A call reads its tensors when it starts and writes them only when it succeeds, before it
-// returns: on failure they are unchanged, and nothing touches them after the call returns.
-class Collective {
- public:
-  virtual ~Collective() = default;
-
-  virtual int rank() const = 0;
-  virtual int world_size() const = 0;
-
-  // In place: every tensor becomes the mean over ranks (the sum, divided by world_size).
-  // float and double tensors.
-  virtual absl::Status AllReduceMean(std::vector<torch::Tensor>& tensors) = 0;
-  // In place: every tensor becomes the sum over ranks. float, double, int32 and int64 tensors.
-  virtual absl::Status AllReduceSum(std::vector<torch::Tensor>& tensors) = 0;
-  // In place: every tensor becomes rank `root`'s value. float, double, half, int8, uint8, int32
-  // and int64 tensors (so buffers such as batch norm's int64 counter can go along).
-  virtual absl::Status Broadcast(std::vector<torch::Tensor>& tensors, int root) = 0;
-  // Returns once every rank has entered the barrier.
-  virtual absl::Status Barrier() = 0;
-
-  // Thread-safe; idempotent. A call in flight on another thread returns ABORTED within
-  // milliseconds, and every later call fails at once with ABORTED. The engine may still finish
-  // (or time out on) the abandoned operation in the background, on buffers the collective owns;
-  // see each implementation for what destruction then costs. Used when the coordinator ends the
-  // attempt.
-  virtual void Abort() = 0;
-};
 
 struct CollectiveOptions {
   int rank = 0;
@@ -174,63 +136,6 @@ absl::StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(
     const CollectiveOptions& options, std::unique_ptr<RendezvousHost> host = nullptr);
 #endif
 
-// ---- Shared by the implementations; not for callers. ----
-namespace collective_internal {
-
-// The tensors of one call that share a dtype and device, in call order.
-struct Bucket {
-  torch::ScalarType dtype = torch::kFloat;
-  torch::Device device = torch::kCPU;
-  std::vector<size_t> indices;  // into the call's tensor vector
-  int64_t numel = 0;
-};
-
-enum class Reduction { kNone, kSum, kMean };
-
-// Groups `tensors` into buckets. INVALID_ARGUMENT for an undefined tensor or a dtype the
-// reduction does not take (see Collective's methods).
-absl::StatusOr<std::vector<Bucket>> GroupIntoBuckets(const std::vector<torch::Tensor>& tensors,
-                                                     Reduction reduction);
-// A new contiguous 1-D tensor holding the bucket's tensors one after another.
-torch::Tensor Flatten(const std::vector<torch::Tensor>& tensors, const Bucket& bucket);
-// Copies `flat` back into the bucket's tensors (under NoGradGuard, so parameters may be passed).
-void Unflatten(const torch::Tensor& flat, const Bucket& bucket,
-               std::vector<torch::Tensor>& tensors);
-
-// Checks the options every implementation shares (ranks, port, timeout). INVALID_ARGUMENT.
-absl::Status ValidateOptions(const CollectiveOptions& options);
-
-// "60 s", "2.5 s": durations in messages.
-std::string FormatSeconds(absl::Duration d);
-
-// The status of a failed rendezvous: StatusFromEngineError, with a timeout saying that not every
-// rank joined, and the rank and prefix appended.
-absl::Status RendezvousError(std::exception_ptr error, const CollectiveOptions& options);
-
-// The status for an exception from the engine during `operation` ("all-reduce", "rendezvous",
-// ...): DEADLINE_EXCEEDED for a timeout, UNAVAILABLE for a lost or refused connection, INTERNAL
-// otherwise. The message names the operation and keeps the engine's first line.
-absl::Status StatusFromEngineError(std::exception_ptr error, const std::string& operation,
-                                   absl::Duration timeout);
-
-// Refuses calls after Abort() or after a failure. Thread-safe.
-class CallGate {
- public:
-  // OK, or the status every call gets from now on: ABORTED after Abort(), else
-  // FAILED_PRECONDITION after a failure.
-  absl::Status Check() const;
-  // Remembers the first failure (the ranks may be out of step after it) and returns `status`.
-  absl::Status Fail(absl::Status status);
-  void Abort();
-  static absl::Status AbortedStatus();
-
- private:
-  mutable absl::Mutex mu_;
-  bool aborted_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status failed_ ABSL_GUARDED_BY(mu_);
-};
-
-}  // namespace collective_internal
 }  // namespace bpnas
 
 #endif  // BPNAS_WORKER_COLLECTIVE_H_

@@ -5,7 +5,7 @@
 // (cudaStreamQuery) and the communicator (ncclCommGetAsyncError) until the work is done, an
 // asynchronous error shows, the timeout passes or Abort() is asked for. The last two end in
 // ncclCommAbort, which NCCL documents as the way out of a stuck collective.
-#include "worker/collective.h"
+#include "worker/collective_internal.h"
 
 #include <atomic>
 #include <chrono>

@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "bpnas/v1/model.pb.h"
 #include "worker/engine/data.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 #include "worker/engine/supernet.h"
 
 namespace bpnas {

@@ -21,7 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status.h"
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 
 namespace bpnas {
 namespace {

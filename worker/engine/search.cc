@@ -22,7 +22,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
-#include "worker/collective.h"
+#include "worker/engine/collective.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/barrier.h"
 #include "worker/engine/weights.h"

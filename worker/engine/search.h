@@ -23,40 +23,13 @@
 #include "absl/status/statusor.h"
 #include "bpnas/v1/model.pb.h"
 #include "worker/engine/data.h"
-#include "worker/engine/progress.h"
-#include "worker/engine/spec.h"
+#include "worker/engine/run_options.h"
+#include "spec/progress.h"
+#include "spec/spec.h"
 #include "worker/engine/supernet.h"
 
 namespace bpnas {
 
-
-class Collective;  // worker/collective.h
-
-struct RunOptions {
-  ProgressCallback progress;  // may be empty
-  int report_every = 20;      // steps between progress events
-  // Polled before every training step (may be empty). Once it returns true, RunJob stops at that
-  // step and returns CANCELLED. Must be cheap and thread-safe (e.g. read an atomic flag).
-  std::function<bool()> should_stop;
-  // Called between steps when a checkpoint is due (spec.checkpoint_every_seconds /
-  // checkpoint_every_steps) with the phase, the complete training state (network, optimizers,
-  // samplers, RNG, schedule position: pass it back as resume_from to continue exactly there) and
-  // the job step it was taken at. May be empty: no checkpoints.
-  std::function<void(const std::string& phase, const std::string& state, int64_t job_step)> checkpoint;
-  // A checkpoint's state: the run continues from it instead of starting afresh. DATA_LOSS if it
-  // does not fit the job.
-  std::string resume_from;
-  // Data parallel (may be null: one rank). Rank r trains on every world_size-th sample of each
-  // split; after every backward pass the gradients and the floating-point buffers (batch-norm and
-  // Scale-Clip running statistics) are averaged over the ranks in one collective, so every rank
-  // holds the same model; evaluation counts are summed. A failed collective ends the run with its
-  // status. Every rank must run the same spec.
-  Collective* collective = nullptr;
-  // Where the network trains. The data stays on the CPU and each batch is copied over; on a CUDA
-  // device the layers use the mixture's plain torch expressions (the fused kernels are CPU code),
-  // and the network comes back to the CPU for export. Collectives then see CUDA tensors (NCCL).
-  torch::Device device = torch::kCPU;
-};
 
 // Runs the job the plan describes on `data` and returns the finished artifact (result filled in).
 // CANCELLED if options.should_stop asked it to stop.

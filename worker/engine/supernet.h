@@ -19,7 +19,7 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/types.h>
 
-#include "worker/engine/graph.h"
+#include "spec/graph.h"
 
 namespace bpnas {
 

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "worker/engine/search.h"
 
 namespace bpnas {
 absl::Status SaveWeights(const Supernet& net, const std::string& path) {

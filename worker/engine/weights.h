@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/engine/data.h"
-#include "worker/engine/search.h"
+#include "worker/engine/run_options.h"
 #include "worker/engine/supernet.h"
 
 namespace bpnas {

@@ -3,15 +3,15 @@
 // Every check names the field it rejects ("search.arch_lr must be > 0, got -1"), returns
 // INVALID_ARGUMENT and runs nothing. PlanJob() also proves the budget feasible from the model's
 // layer table alone (no training), so the coordinator can use it without LibTorch.
-#ifndef BPNAS_WORKER_ENGINE_SPEC_H_
-#define BPNAS_WORKER_ENGINE_SPEC_H_
+#ifndef BPNAS_SPEC_SPEC_H_
+#define BPNAS_SPEC_SPEC_H_
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "bpnas/v1/spec.pb.h"
-#include "worker/engine/cost_model.h"
-#include "worker/engine/graph.h"
+#include "spec/cost_model.h"
+#include "spec/graph.h"
 
 namespace bpnas {
 
@@ -57,4 +57,4 @@ absl::StatusOr<DatasetGeometry> GeometryOf(const bpnas::v1::DatasetSpec& dataset
 
 }  // namespace bpnas
 
-#endif  // BPNAS_WORKER_ENGINE_SPEC_H_
+#endif  // BPNAS_SPEC_SPEC_H_

@@ -4,8 +4,8 @@
 // proto/bpnas/v1/model.proto). The graph alone gives every layer's MACs and parameter count, so the
 // coordinator and `bpnas cost` can price a model without LibTorch; the engine builds its torch
 // modules from the same graph, so the two can never disagree.
-#ifndef BPNAS_WORKER_ENGINE_GRAPH_H_
-#define BPNAS_WORKER_ENGINE_GRAPH_H_
+#ifndef BPNAS_SPEC_GRAPH_H_
+#define BPNAS_SPEC_GRAPH_H_
 
 #include <string>
 #include <vector>
@@ -69,4 +69,4 @@ absl::StatusOr<ModelGraph> BuildModelGraph(const ModelOptions& options);
 
 }  // namespace bpnas
 
-#endif  // BPNAS_WORKER_ENGINE_GRAPH_H_
+#endif  // BPNAS_SPEC_GRAPH_H_

@@ -1,8 +1,8 @@
 // Progress of a running job: the event the engine emits every few steps, its wire form
 // (bpnas.v1.Progress) and the job-level fraction done / ETA derived from the spec's schedule.
 // Torch-free: the worker, the CLI and the coordinator share it.
-#ifndef BPNAS_WORKER_ENGINE_PROGRESS_H_
-#define BPNAS_WORKER_ENGINE_PROGRESS_H_
+#ifndef BPNAS_SPEC_PROGRESS_H_
+#define BPNAS_SPEC_PROGRESS_H_
 
 #include <cstdint>
 #include <functional>
@@ -46,4 +46,4 @@ ProgressEvent FromProgressProto(const bpnas::v1::Progress& p);
 
 }  // namespace bpnas
 
-#endif  // BPNAS_WORKER_ENGINE_PROGRESS_H_
+#endif  // BPNAS_SPEC_PROGRESS_H_

@@ -1,4 +1,4 @@
-#include "worker/engine/cost_model.h"
+#include "spec/cost_model.h"
 
 namespace bpnas {
 

@@ -1,4 +1,4 @@
-#include "worker/engine/graph.h"
+#include "spec/graph.h"
 
 #include <algorithm>
 #include <cmath>

@@ -4,13 +4,13 @@
 //
 //   BitOPs_l = MACs_l * b_w * b_a          Size_l = params_l * b_w  (bits)
 // Fixed (non-searchable) layers always count at `fixed_bits` for weights and activations.
-#ifndef BPNAS_WORKER_ENGINE_COST_MODEL_H_
-#define BPNAS_WORKER_ENGINE_COST_MODEL_H_
+#ifndef BPNAS_SPEC_COST_MODEL_H_
+#define BPNAS_SPEC_COST_MODEL_H_
 
 #include <string>
 #include <vector>
 
-#include "worker/engine/graph.h"
+#include "spec/graph.h"
 
 namespace bpnas {
 
@@ -53,4 +53,4 @@ class CostModel {
 
 }  // namespace bpnas
 
-#endif  // BPNAS_WORKER_ENGINE_COST_MODEL_H_
+#endif  // BPNAS_SPEC_COST_MODEL_H_

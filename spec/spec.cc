@@ -1,4 +1,4 @@
-#include "worker/engine/spec.h"
+#include "spec/spec.h"
 
 #include <algorithm>
 #include <cmath>

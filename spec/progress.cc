@@ -1,4 +1,4 @@
-#include "worker/engine/progress.h"
+#include "spec/progress.h"
 
 #include <algorithm>
 
