@@ -53,19 +53,40 @@ TEST(CostModel, SizeCountsWeightBitsOnly) {
   EXPECT_DOUBLE_EQ(cost.Uniform(4) - cost.Fixed(), 4 * searchable_params);
 }
 
-TEST(CostModel, ExpectedEqualsExactForOneHotChoices) {
+// Exact and Expected against the cost written out here from the graph's layer table: MACs x b_w x
+// b_a (BITOPS) or params x b_w (SIZE) per searchable layer, the fixed layers at 8 bits. Expected
+// takes mean bitwidths, so at the integer means of a one-hot choice it must give the exact cost,
+// and at fractional means the same products of means.
+TEST(CostModel, ExactAndExpectedMatchTheLayerTableSum) {
   for (auto metric : {CostMetricKind::kBitOps, CostMetricKind::kSize}) {
-    CostModel cost(Resnet20(1, 28).Layers(), metric, 8);
+    const ModelGraph graph = Resnet20(1, 28);
+    CostModel cost(graph.Layers(), metric, 8);
+    const bool size = metric == CostMetricKind::kSize;
     std::vector<int> wb, ab;
-    std::vector<double> ewb, eab;
+    std::vector<double> ewb, eab, frac_w, frac_a;
     const int choices[] = {2, 3, 4, 8};
-    for (size_t i = 0; i < cost.searchable().size(); ++i) {
-      wb.push_back(choices[i % 4]);
-      ab.push_back(choices[(i / 4) % 4]);
+    double by_hand = 0, by_hand_frac = 0;
+    size_t s = 0;
+    for (const auto& l : graph.Layers()) {
+      if (!l.searchable) {
+        by_hand += size ? l.params * 8 : l.macs * 64;
+        by_hand_frac += size ? l.params * 8 : l.macs * 64;
+        continue;
+      }
+      wb.push_back(choices[s % 4]);
+      ab.push_back(choices[(s / 4) % 4]);
       ewb.push_back(wb.back());
       eab.push_back(ab.back());
+      frac_w.push_back(2.0 + 0.37 * double(s % 5));
+      frac_a.push_back(3.0 + 0.21 * double(s % 7));
+      by_hand += size ? l.params * wb.back() : l.macs * wb.back() * ab.back();
+      by_hand_frac += size ? l.params * frac_w.back() : l.macs * frac_w.back() * frac_a.back();
+      ++s;
     }
-    EXPECT_DOUBLE_EQ(cost.Expected(ewb, eab), cost.Exact(wb, ab));
+    ASSERT_EQ(s, cost.searchable().size());
+    EXPECT_NEAR(cost.Exact(wb, ab), by_hand, 1e-9 * by_hand);
+    EXPECT_NEAR(cost.Expected(ewb, eab), by_hand, 1e-9 * by_hand);
+    EXPECT_NEAR(cost.Expected(frac_w, frac_a), by_hand_frac, 1e-9 * by_hand_frac);
   }
 }
 

@@ -10,6 +10,10 @@
 //     FIXED:   the same for the per-layer configuration in layer_bits.
 //
 // The engine knows nothing of gRPC or PostgreSQL: progress goes to a callback.
+//
+// Where the pieces live: trainer.h (the run's state, checkpoints, weight training), search.cc (the
+// phases and RunJob), derive.h (argmax, repair, raise, the uniform check), data_parallel.h (what
+// the ranks do together), barrier.h (the penalty and Prob-1), artifact.h (the exported model).
 #ifndef BPNAS_WORKER_ENGINE_SEARCH_H_
 #define BPNAS_WORKER_ENGINE_SEARCH_H_
 
@@ -23,13 +27,13 @@
 #include "absl/status/statusor.h"
 #include "bpnas/v1/model.pb.h"
 #include "worker/engine/data.h"
+#include "worker/engine/derive.h"
 #include "worker/engine/run_options.h"
 #include "spec/progress.h"
 #include "spec/spec.h"
 #include "worker/engine/supernet.h"
 
 namespace bpnas {
-
 
 // Runs the job the plan describes on `data` and returns the finished artifact (result filled in).
 // CANCELLED if options.should_stop asked it to stop.
@@ -52,30 +56,11 @@ torch::Tensor ExpectedCostRatio(const Supernet& net, const CostModel& cost, doub
 // a mean chosen by bisection so that E[cost] = start_ratio * budget (as close as reachable).
 void SetFeasibleStart(Supernet& net, const CostModel& cost, double budget, double start_ratio);
 
-// Argmax bit indices per searchable layer (weight, activation).
-struct DerivedConfig {
-  std::vector<int> weight_index, activation_index;
-  std::vector<int> weight_bits, activation_bits;
-};
-DerivedConfig DeriveArgmax(const Supernet& net);
-// Lowers the bits of the layer with the smallest probability margin until cost <= budget.
-// Returns a note describing each change (empty if nothing changed).
-std::string RepairToBudget(const Supernet& net, const CostModel& cost, double budget, DerivedConfig* config);
-// The other side of the band: while cost < lower_band * budget, raises by one step the bits of the
-// layer whose choice the architecture held least firmly against the next higher bitwidth, among
-// steps that keep cost <= budget; stops when none fits. The argmax of a not quite one-hot
-// distribution can land below the expected cost the lower barrier kept in the band. Returns a note
-// describing each change (empty if nothing changed).
-std::string RaiseToBand(const Supernet& net, const CostModel& cost, double budget, double lower_band,
-                        DerivedConfig* config);
-
 // Trains the weights of `net` (as it is pinned/configured) on all of `train` for `epochs` epochs:
 // SGD with the spec's momentum and weight decay, cosine from `lr`. Progress events carry `phase`.
-void TrainWeightsOnly(Supernet& net, const bpnas::v1::JobSpec& spec, const Dataset& train, int epochs,
+// CANCELLED if options.should_stop asked it to stop; a failed collective's status.
+absl::Status TrainWeightsOnly(Supernet& net, const bpnas::v1::JobSpec& spec, const Dataset& train, int epochs,
                       double lr, const std::string& phase, const RunOptions& options);
-
-// Accuracy in percent of `net` (eval mode) on `data`.
-double Evaluate(Supernet& net, const Dataset& data, int batch_size = 500);
 
 }  // namespace bpnas
 

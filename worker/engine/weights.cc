@@ -6,6 +6,8 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/status.h"
+#include "worker/engine/data_parallel.h"
 #include "worker/engine/search.h"
 
 namespace bpnas {
@@ -69,7 +71,7 @@ absl::StatusOr<double> PretrainFp32(const JobPlan& plan, const DataSplits& data,
     q.quantize = false;
     torch::manual_seed(plan.spec.seed());
     Supernet net(plan.graph, q);
-    TrainWeightsOnly(net, plan.spec, data.train, epochs, lr, "pretrain", options);
+    BPNAS_RETURN_IF_ERROR(TrainWeightsOnly(net, plan.spec, data.train, epochs, lr, "pretrain", options));
     const double test = Evaluate(net, data.test);
     *out = net;
     return test;
