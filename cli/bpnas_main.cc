@@ -26,6 +26,7 @@
 #include "cli/client_commands.h"
 #include "cli/progress.h"
 #include "common/memory.h"
+#include "common/passive_openmp.h"
 #include "common/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "worker/engine/artifact.h"
@@ -347,6 +348,11 @@ int CmdEval(int argc, char** argv) {
 }  // namespace bpnas
 
 int main(int argc, char** argv) {
+  // The commands that train: their OpenMP threads must not spin beside other processes.
+  if (argc >= 2) {
+    const std::string cmd = argv[1];
+    if (cmd == "search" || cmd == "eval" || cmd == "pretrain") bpnas::ReexecWithPassiveOpenMp(argv);
+  }
   bpnas::TuneAllocatorForTraining();
   if (argc < 2) {
     std::fputs(bpnas::kUsage, stderr);
