@@ -18,7 +18,7 @@
 #include "common/sha256.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/coordinator.h"
-#include "server/pg_job_store.h"
+#include "server/pg/pg_job_store.h"
 #include "tests/pg_test_env.h"
 
 namespace bpnas {
