@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "server/blob_stream.h"
 
 namespace bpnas {
 namespace {
@@ -123,23 +124,12 @@ grpc::Status SearchServiceImpl::FetchArtifact(grpc::ServerContext* ctx, const bp
   if (auto s = RequireJobId(req->job_id()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
   auto reader = store_->OpenArtifact(req->job_id());
   if (!reader.ok()) return rpc.Done(ToGrpcStatus(reader.status()));
-  bpnas::v1::ArtifactChunk first;
-  first.set_sha256((*reader)->sha256());
-  first.set_total_bytes((*reader)->total_bytes());
-  std::string chunk;
-  bool first_sent = false;
-  for (;;) {
-    if (ctx->IsCancelled()) return rpc.Done(grpc::Status::CANCELLED);
-    auto more = (*reader)->Next(&chunk);
-    if (!more.ok()) return rpc.Done(ToGrpcStatus(more.status()));
-    if (!*more) break;
-    bpnas::v1::ArtifactChunk msg = first_sent ? bpnas::v1::ArtifactChunk() : first;
-    msg.set_data(std::move(chunk));
-    if (!writer->Write(msg)) return rpc.Done(grpc::Status::CANCELLED);
-    first_sent = true;
-  }
-  if (!first_sent && !writer->Write(first)) return rpc.Done(grpc::Status::CANCELLED);
-  return rpc.Done(grpc::Status::OK);
+  bpnas::v1::ArtifactChunk header;
+  header.set_sha256((*reader)->sha256());
+  header.set_total_bytes((*reader)->total_bytes());
+  return rpc.Done(ToGrpcStatus(SendBlob(
+      reader->get(), header, [&](const bpnas::v1::ArtifactChunk& m) { return writer->Write(m); },
+      [&] { return ctx->IsCancelled(); })));
 }
 
 }  // namespace bpnas
