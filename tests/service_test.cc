@@ -575,5 +575,30 @@ TEST_F(ServiceTest, MetricsPassPromtoolAndShowRpcsJobsAndRunningJobGauges) {
   EXPECT_EQ(after->find("job=\"" + a.job_id() + "\""), std::string::npos) << *after;
 }
 
+// A `job` label comes from the store's running jobs, never from the job_id a reporter claims.
+TEST_F(ServiceTest, ProgressNamingAnUnknownJobCreatesNoLabelledSeries) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  Assignment a = WaitForAssignment(Register());
+  Assignment lying = a;
+  lying.set_job_id("j-nosuchjob0");
+  ASSERT_TRUE(Report(lying, 1, "search").ok());
+  lying.set_job_id("made-up \"label\" of any length");
+  ASSERT_TRUE(Report(lying, 2, "search").ok());
+  auto body = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_NE(body->find("bpnas_progress_reports_total 2"), std::string::npos) << *body;
+  EXPECT_EQ(body->find("j-nosuchjob0"), std::string::npos) << *body;
+  EXPECT_EQ(body->find("made-up"), std::string::npos) << *body;
+  EXPECT_EQ(body->find("bpnas_running_job_loss{"), std::string::npos) << *body;
+
+  // The same reporter naming its own job does get the series.
+  ASSERT_TRUE(Report(a, 3, "search").ok());
+  auto after = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
+  ASSERT_TRUE(after.ok());
+  EXPECT_NE(after->find("bpnas_running_job_feasible{job=\"" + a.job_id() + "\"} 1"), std::string::npos)
+      << *after;
+}
+
 }  // namespace
 }  // namespace bpnas
