@@ -69,8 +69,9 @@
 #include "common/pg_cluster.h"
 #include "common/status.h"
 #include "server/coordinator.h"
-#include "server/migrations.h"
-#include "server/pg_job_store.h"
+#include "server/pg/migrations.h"
+#include "server/pg/dsn.h"
+#include "server/pg/pg_job_store.h"
 
 ABSL_FLAG(int, reporters, 64, "concurrent reporters (each one worker with one running job)");
 ABSL_FLAG(int, seconds, 10, "length of the measured window");

@@ -1,5 +1,5 @@
 # Writes OUT: a C++ table of every migration file in FILES (sorted), name -> SQL text.
-set(body "// Generated from migrations/*.sql; do not edit.\n#include \"server/migrations.h\"\n\nnamespace bpnas {\nconst std::vector<Migration>& EmbeddedMigrations() {\n  static const std::vector<Migration> kMigrations = {\n")
+set(body "// Generated from migrations/*.sql; do not edit.\n#include \"server/pg/migrations.h\"\n\nnamespace bpnas {\nconst std::vector<Migration>& EmbeddedMigrations() {\n  static const std::vector<Migration> kMigrations = {\n")
 foreach(f ${FILES})
   get_filename_component(name ${f} NAME_WE)
   file(READ ${f} sql)

@@ -13,8 +13,8 @@
 #include "common/http_server.h"
 #include "common/status.h"
 #include "server/coordinator.h"
-#include "server/migrations.h"
-#include "server/pg_job_store.h"
+#include "server/pg/migrations.h"
+#include "server/pg/pg_job_store.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "gRPC address (SearchService and WorkerService)");
 ABSL_FLAG(std::string, db, "host=127.0.0.1 port=5432 dbname=bpnas",

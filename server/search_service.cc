@@ -1,16 +1,12 @@
 #include "server/search_service.h"
 
-#include <thread>
+#include <algorithm>
 
-#include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "server/blob_stream.h"
 
 namespace bpnas {
 namespace {
-
-bool IsTerminal(bpnas::v1::JobState s) {
-  return s == bpnas::v1::SUCCEEDED || s == bpnas::v1::FAILED || s == bpnas::v1::CANCELLED;
-}
 
 absl::Status RequireJobId(const std::string& id) {
   if (id.empty()) return absl::InvalidArgumentError("job_id: required");
@@ -66,55 +62,9 @@ grpc::Status SearchServiceImpl::WatchJob(grpc::ServerContext* ctx, const bpnas::
                                          grpc::ServerWriter<bpnas::v1::WatchJobEvent>* writer) {
   ScopedRpc rpc(metrics_, "WatchJob");
   if (auto s = RequireJobId(req->job_id()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
-  auto job = store_->GetJob(req->job_id());
-  if (!job.ok()) return rpc.Done(ToGrpcStatus(job.status()));
-  {
-    bpnas::v1::WatchJobEvent ev;
-    *ev.mutable_job() = *job;
-    if (!writer->Write(ev)) return rpc.Done(grpc::Status::OK);
-  }
-  ProgressCursor cursor;
-  cursor.step = req->after_step();
-  if (req->after_step() >= 0) cursor.attempt = job->attempts();
-  bpnas::v1::JobState last_state = job->state();
-  std::string last_phase = job->phase();
-  while (!IsTerminal(last_state)) {
-    if (ctx->IsCancelled()) return rpc.Done(grpc::Status::CANCELLED);
-    std::this_thread::sleep_for(absl::ToChronoMilliseconds(watch_poll_));
-    auto rows = store_->ListProgress(req->job_id(), &cursor, 1000);
-    if (rows.ok()) {
-      for (auto& p : *rows) {
-        bpnas::v1::WatchJobEvent ev;
-        *ev.mutable_progress() = std::move(p);
-        if (!writer->Write(ev)) return rpc.Done(grpc::Status::OK);
-      }
-    }
-    auto now = store_->GetJob(req->job_id());
-    if (!now.ok()) {
-      // A database outage: keep the stream and try again; a vanished job ends it.
-      if (now.status().code() == absl::StatusCode::kNotFound) return rpc.Done(ToGrpcStatus(now.status()));
-      continue;
-    }
-    if (now->state() != last_state || now->phase() != last_phase) {
-      if (IsTerminal(now->state())) {
-        // Rows stored between the progress query and the state change come before the end.
-        auto tail = store_->ListProgress(req->job_id(), &cursor, 100000);
-        if (tail.ok()) {
-          for (auto& p : *tail) {
-            bpnas::v1::WatchJobEvent ev;
-            *ev.mutable_progress() = std::move(p);
-            if (!writer->Write(ev)) return rpc.Done(grpc::Status::OK);
-          }
-        }
-      }
-      last_state = now->state();
-      last_phase = now->phase();
-      bpnas::v1::WatchJobEvent ev;
-      *ev.mutable_job() = std::move(*now);
-      if (!writer->Write(ev)) return rpc.Done(grpc::Status::OK);
-    }
-  }
-  return rpc.Done(grpc::Status::OK);
+  return rpc.Done(ToGrpcStatus(watcher_.Watch(
+      req->job_id(), req->after_step(), [&](const bpnas::v1::WatchJobEvent& e) { return writer->Write(e); },
+      [&] { return ctx->IsCancelled(); })));
 }
 
 grpc::Status SearchServiceImpl::FetchArtifact(grpc::ServerContext* ctx, const bpnas::v1::FetchArtifactRequest* req,
@@ -123,23 +73,12 @@ grpc::Status SearchServiceImpl::FetchArtifact(grpc::ServerContext* ctx, const bp
   if (auto s = RequireJobId(req->job_id()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
   auto reader = store_->OpenArtifact(req->job_id());
   if (!reader.ok()) return rpc.Done(ToGrpcStatus(reader.status()));
-  bpnas::v1::ArtifactChunk first;
-  first.set_sha256((*reader)->sha256());
-  first.set_total_bytes((*reader)->total_bytes());
-  std::string chunk;
-  bool first_sent = false;
-  for (;;) {
-    if (ctx->IsCancelled()) return rpc.Done(grpc::Status::CANCELLED);
-    auto more = (*reader)->Next(&chunk);
-    if (!more.ok()) return rpc.Done(ToGrpcStatus(more.status()));
-    if (!*more) break;
-    bpnas::v1::ArtifactChunk msg = first_sent ? bpnas::v1::ArtifactChunk() : first;
-    msg.set_data(std::move(chunk));
-    if (!writer->Write(msg)) return rpc.Done(grpc::Status::CANCELLED);
-    first_sent = true;
-  }
-  if (!first_sent && !writer->Write(first)) return rpc.Done(grpc::Status::CANCELLED);
-  return rpc.Done(grpc::Status::OK);
+  bpnas::v1::ArtifactChunk header;
+  header.set_sha256((*reader)->sha256());
+  header.set_total_bytes((*reader)->total_bytes());
+  return rpc.Done(ToGrpcStatus(SendBlob(
+      reader->get(), header, [&](const bpnas::v1::ArtifactChunk& m) { return writer->Write(m); },
+      [&] { return ctx->IsCancelled(); })));
 }
 
 }  // namespace bpnas

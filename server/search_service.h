@@ -1,5 +1,6 @@
-// SearchService: the users' API. Translates protos, calls the job manager (state changes) or the
-// store (reads), maps Status to gRPC codes, and records RPC metrics. No logic of its own.
+// SearchService: the users' API. Translates protos, calls the job manager (state changes), the
+// store (reads) or the job watcher (WatchJob), streams artifacts with the blob helpers
+// (blob_stream.h), maps Status to gRPC codes, and records RPC metrics. No logic of its own.
 #ifndef BPNAS_SERVER_SEARCH_SERVICE_H_
 #define BPNAS_SERVER_SEARCH_SERVICE_H_
 
@@ -7,6 +8,7 @@
 #include "bpnas/v1/service.grpc.pb.h"
 #include "server/job_manager.h"
 #include "server/job_store.h"
+#include "server/job_watcher.h"
 #include "server/server_metrics.h"
 
 namespace bpnas {
@@ -15,7 +17,7 @@ class SearchServiceImpl final : public bpnas::v1::SearchService::Service {
  public:
   SearchServiceImpl(JobStore* store, JobManager* manager, ServerMetrics* metrics,
                     absl::Duration watch_poll = absl::Milliseconds(250))
-      : store_(store), manager_(manager), metrics_(metrics), watch_poll_(watch_poll) {}
+      : store_(store), manager_(manager), metrics_(metrics), watcher_(store, watch_poll) {}
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const bpnas::v1::SubmitJobRequest* req,
                          bpnas::v1::SubmitJobResponse* resp) override;
@@ -33,7 +35,7 @@ class SearchServiceImpl final : public bpnas::v1::SearchService::Service {
   JobStore* store_;
   JobManager* manager_;
   ServerMetrics* metrics_;
-  absl::Duration watch_poll_;
+  JobWatcher watcher_;
 };
 
 }  // namespace bpnas

@@ -5,6 +5,9 @@
 namespace bpnas {
 namespace {
 
+// The most running jobs a scrape reads (and so labels); far above what a coordinator runs.
+constexpr int kMaxLabelledJobs = 10000;
+
 const char* CodeName(absl::StatusCode code) {
   switch (code) {
     case absl::StatusCode::kOk: return "OK";
@@ -65,20 +68,16 @@ void ServerMetrics::RecordSubmission(const std::string& result) { submissions_->
 void ServerMetrics::RecordProgress(const std::string& job_id, const bpnas::v1::Progress& p) {
   progress_reports_->WithLabels({}).Inc();
   std::lock_guard<std::mutex> lock(mu_);
-  running_jobs_.insert(job_id);
-  job_loss_->Set({job_id, "cross_entropy"}, p.cross_entropy());
-  job_loss_->Set({job_id, "barrier"}, p.barrier());
-  job_loss_->Set({job_id, "prob1"}, p.prob1());
-  job_cost_ratio_->Set({job_id, "expected"}, p.expected_ratio());
-  job_cost_ratio_->Set({job_id, "argmax"}, p.argmax_ratio());
-  job_feasible_->Set({job_id}, p.feasible() ? 1 : 0);
-  job_samples_->Set({job_id}, p.samples_per_second());
+  latest_[job_id] = p;
 }
 
 std::string ServerMetrics::Scrape(JobStore* store) {
+  std::lock_guard<std::mutex> scrape_lock(scrape_mu_);
   auto jobs = store->CountJobsByState();
   auto workers = store->CountWorkersByState();
-  store_up_->Set({}, jobs.ok() && workers.ok() ? 1 : 0);
+  // One query for every running job: the ids a `job` label may carry.
+  auto running = store->ListJobs(bpnas::v1::RUNNING, kMaxLabelledJobs);
+  store_up_->Set({}, jobs.ok() && workers.ok() && running.ok() ? 1 : 0);
   if (jobs.ok()) {
     std::map<LabelValues, double> snap;
     for (const char* s : {"QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"}) snap[{s}] = 0;
@@ -91,18 +90,41 @@ std::string ServerMetrics::Scrape(JobStore* store) {
     for (const auto& [state, n] : *workers) snap[{state}] = double(n);
     workers_->Replace(snap);
   }
-  // Running-job gauges disappear once their job has left RUNNING.
+
+  // The reports since the last scrape, taken whole; the hot lock is held only for the swap.
+  std::map<std::string, bpnas::v1::Progress> reported;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto it = running_jobs_.begin(); it != running_jobs_.end();) {
-      auto job = store->GetJob(*it);
-      if (job.ok() && job->state() != bpnas::v1::RUNNING) {
-        for (auto* f : {job_loss_, job_cost_ratio_, job_feasible_, job_samples_}) f->RemoveMatching("job", *it);
-        it = running_jobs_.erase(it);
-      } else {
-        ++it;
-      }
+    reported.swap(latest_);
+  }
+  if (!running.ok()) {
+    // Keep them for the next scrape, behind any report that arrived meanwhile.
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [job_id, p] : reported) latest_.emplace(job_id, std::move(p));
+    return registry_.Expose();
+  }
+  std::set<std::string> running_ids;
+  for (const bpnas::v1::Job& job : *running) running_ids.insert(job.id());
+  // Reports naming a job that is not running (unknown, or already ended) are dropped here.
+  for (const auto& [job_id, p] : reported) {
+    if (!running_ids.count(job_id)) continue;
+    labelled_jobs_.insert(job_id);
+    job_loss_->Set({job_id, "cross_entropy"}, p.cross_entropy());
+    job_loss_->Set({job_id, "barrier"}, p.barrier());
+    job_loss_->Set({job_id, "prob1"}, p.prob1());
+    job_cost_ratio_->Set({job_id, "expected"}, p.expected_ratio());
+    job_cost_ratio_->Set({job_id, "argmax"}, p.argmax_ratio());
+    job_feasible_->Set({job_id}, p.feasible() ? 1 : 0);
+    job_samples_->Set({job_id}, p.samples_per_second());
+  }
+  // Running-job gauges disappear once their job has left RUNNING.
+  for (auto it = labelled_jobs_.begin(); it != labelled_jobs_.end();) {
+    if (running_ids.count(*it)) {
+      ++it;
+      continue;
     }
+    for (auto* f : {job_loss_, job_cost_ratio_, job_feasible_, job_samples_}) f->RemoveMatching("job", *it);
+    it = labelled_jobs_.erase(it);
   }
   return registry_.Expose();
 }

@@ -1,8 +1,7 @@
 #include "server/worker_service.h"
 
-#include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
-#include "common/sha256.h"
+#include "server/blob_stream.h"
 
 namespace bpnas {
 namespace {
@@ -10,13 +9,6 @@ namespace {
 absl::Status RequireToken(const std::string& token) {
   if (token.empty()) return absl::InvalidArgumentError("attempt_token: required");
   return absl::OkStatus();
-}
-
-// Appends `data` to `writer` while hashing it.
-absl::Status AppendHashed(BlobWriter* writer, Sha256* hash, const std::string& data) {
-  if (data.empty()) return absl::OkStatus();
-  hash->Update(data);
-  return writer->Append(data);
 }
 
 }  // namespace
@@ -69,16 +61,15 @@ grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext*,
                                                  grpc::ServerReader<bpnas::v1::CheckpointChunk>* reader,
                                                  bpnas::v1::UploadCheckpointResponse* resp) {
   ScopedRpc rpc(metrics_, "UploadCheckpoint");
-  bpnas::v1::CheckpointChunk msg;
-  if (!reader->Read(&msg)) return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("empty checkpoint stream")));
-  if (auto s = RequireToken(msg.attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
-  auto writer = store_->BeginCheckpoint(msg.attempt_token(), msg.step());
+  bpnas::v1::CheckpointChunk first;
+  if (!reader->Read(&first)) return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("empty checkpoint stream")));
+  if (auto s = RequireToken(first.attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
+  if (auto s = CheckSha256Hex("sha256", first.sha256()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
+  auto writer = store_->BeginCheckpoint(first.attempt_token(), first.step());
   if (!writer.ok()) return rpc.Done(ToGrpcStatus(writer.status()));
-  Sha256 hash;
-  do {
-    if (auto s = AppendHashed(writer->get(), &hash, msg.data()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
-  } while (reader->Read(&msg));
-  auto id = (*writer)->Finish(hash.HexDigest());
+  // The store compares the worker's checksum with its own of the bytes that arrived.
+  auto id = ReceiveBlob(
+      first, [&](bpnas::v1::CheckpointChunk* m) { return reader->Read(m); }, writer->get(), first.sha256());
   if (!id.ok()) return rpc.Done(ToGrpcStatus(id.status()));
   resp->set_bytes((*writer)->bytes_written());
   return rpc.Done(grpc::Status::OK);
@@ -90,21 +81,12 @@ grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const 
   if (auto s = RequireToken(req->attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
   auto reader = store_->OpenLatestCheckpoint(req->attempt_token());
   if (!reader.ok()) return rpc.Done(ToGrpcStatus(reader.status()));
-  std::string chunk;
-  bool sent = false;
-  for (;;) {
-    if (ctx->IsCancelled()) return rpc.Done(grpc::Status::CANCELLED);
-    auto more = (*reader)->Next(&chunk);
-    if (!more.ok()) return rpc.Done(ToGrpcStatus(more.status()));
-    if (!*more && sent) break;
-    bpnas::v1::CheckpointChunk msg;
-    if (!sent) msg.set_step((*reader)->step());
-    if (*more) msg.set_data(std::move(chunk));
-    if (!writer->Write(msg)) return rpc.Done(grpc::Status::CANCELLED);
-    sent = true;
-    if (!*more) break;
-  }
-  return rpc.Done(grpc::Status::OK);
+  bpnas::v1::CheckpointChunk header;
+  header.set_step((*reader)->step());
+  header.set_sha256((*reader)->sha256());
+  return rpc.Done(ToGrpcStatus(SendBlob(
+      reader->get(), header, [&](const bpnas::v1::CheckpointChunk& m) { return writer->Write(m); },
+      [&] { return ctx->IsCancelled(); })));
 }
 
 grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext*,
@@ -116,24 +98,13 @@ grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext*,
   if (auto s = RequireToken(first.attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
   int64_t artifact_id = 0;
   if (first.succeeded()) {
-    if (first.sha256().size() != 64) {
-      return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("sha256: 64 hex characters required on success")));
-    }
+    if (auto s = CheckSha256Hex("sha256", first.sha256()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
     auto writer = store_->BeginArtifact(first.attempt_token());
     if (!writer.ok()) return rpc.Done(ToGrpcStatus(writer.status()));
-    // The store checks the checksum the worker claims against the bytes it stored.
-    bpnas::v1::CompleteAttemptChunk msg = first;
-    do {
-      if (!msg.data().empty()) {
-        if (auto s = (*writer)->Append(msg.data()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
-      }
-    } while (reader->Read(&msg));
-    if (first.total_bytes() > 0 && (*writer)->bytes_written() != first.total_bytes()) {
-      return rpc.Done(ToGrpcStatus(absl::DataLossError(absl::StrCat("artifact arrived damaged: ",
-                                                                    (*writer)->bytes_written(), " bytes of ",
-                                                                    first.total_bytes()))));
-    }
-    auto id = (*writer)->Finish(first.sha256());
+    // The store compares the worker's checksum with its own of the bytes that arrived.
+    auto id = ReceiveBlob(
+        first, [&](bpnas::v1::CompleteAttemptChunk* m) { return reader->Read(m); }, writer->get(), first.sha256(),
+        first.total_bytes() > 0 ? first.total_bytes() : -1);
     if (!id.ok()) return rpc.Done(ToGrpcStatus(id.status()));
     artifact_id = *id;
   } else {

@@ -1,6 +1,7 @@
 // WorkerService: the workers' API. Translates protos, calls the store / job manager / progress
 // writer, maps Status to gRPC codes. Artifacts and checkpoints stream straight into the store chunk
-// by chunk (never whole in memory), with their sha256 checked on arrival.
+// by chunk (never whole in memory; blob_stream.h), and are stored only if the sha256 the worker
+// computed matches the store's hash of the bytes that arrived (DATA_LOSS otherwise).
 #ifndef BPNAS_SERVER_WORKER_SERVICE_H_
 #define BPNAS_SERVER_WORKER_SERVICE_H_
 

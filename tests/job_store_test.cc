@@ -13,8 +13,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/sha256.h"
-#include "server/migrations.h"
-#include "server/pg_job_store.h"
+#include "server/pg/migrations.h"
+#include "server/pg/dsn.h"
+#include "server/pg/pg_job_store.h"
 #include "tests/pg_test_env.h"
 
 namespace bpnas {

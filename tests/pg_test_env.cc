@@ -12,7 +12,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
-#include "server/migrations.h"
+#include "server/pg/migrations.h"
 
 namespace bpnas {
 namespace {

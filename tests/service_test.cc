@@ -18,7 +18,7 @@
 #include "common/sha256.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/coordinator.h"
-#include "server/pg_job_store.h"
+#include "server/pg/pg_job_store.h"
 #include "tests/pg_test_env.h"
 
 namespace bpnas {
@@ -193,6 +193,48 @@ class ServiceTest : public ::testing::Test {
     return s;
   }
 
+  // Uploads `data` as a checkpoint at `step`, stating `claimed_sha` as the worker's checksum.
+  grpc::Status UploadCheckpoint(const Assignment& a, int64_t step, const std::string& data,
+                                const std::string& claimed_sha) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 30);
+    UploadCheckpointResponse resp;
+    auto w = c_->worker_api->UploadCheckpoint(&ctx, &resp);
+    CheckpointChunk first;
+    first.set_attempt_token(a.attempt_token());
+    first.set_step(step);
+    first.set_sha256(claimed_sha);
+    const size_t chunk = 1 << 20;
+    size_t off = 0;
+    do {
+      CheckpointChunk m = off == 0 ? first : CheckpointChunk();
+      m.set_data(data.substr(off, chunk));
+      off += chunk;
+      if (!w->Write(m)) break;
+    } while (off < data.size());
+    w->WritesDone();
+    return w->Finish();
+  }
+  // The latest checkpoint as FetchCheckpoint streams it: {step, sha256 of the first message, bytes}.
+  grpc::Status FetchCheckpoint(const Assignment& a, int64_t* step, std::string* sha, std::string* data) {
+    grpc::ClientContext ctx;
+    Deadline(&ctx, 30);
+    FetchCheckpointRequest req;
+    req.set_attempt_token(a.attempt_token());
+    auto stream = c_->worker_api->FetchCheckpoint(&ctx, req);
+    CheckpointChunk chunk;
+    bool first = true;
+    while (stream->Read(&chunk)) {
+      if (first) {
+        *step = chunk.step();
+        *sha = chunk.sha256();
+        first = false;
+      }
+      *data += chunk.data();
+    }
+    return stream->Finish();
+  }
+
   JobManagerOptions options_;
   std::unique_ptr<Coordinator> c_;
 };
@@ -340,6 +382,47 @@ TEST_F(ServiceTest, DamagedArtifactIsRefusedAndTheJobKeepsRunning) {
   while (stream->Read(&chunk)) {
   }
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(ServiceTest, ACheckpointUploadedWithItsChecksumComesBackWithIt) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  const std::string worker = Register();
+  Assignment a = WaitForAssignment(worker);
+  std::string state(2 * (1 << 20) + 77, '\0');
+  for (size_t i = 0; i < state.size(); ++i) state[i] = char((i * 7) ^ (i >> 9));
+  grpc::Status up = UploadCheckpoint(a, 40, state, Sha256Hex(state));
+  ASSERT_TRUE(up.ok()) << up.error_message();
+  EXPECT_TRUE(Beat(worker, a.attempt_token()).assignment().has_checkpoint());
+  int64_t step = -1;
+  std::string sha, data;
+  ASSERT_TRUE(FetchCheckpoint(a, &step, &sha, &data).ok());
+  EXPECT_EQ(step, 40);
+  EXPECT_EQ(sha, Sha256Hex(state));
+  EXPECT_TRUE(data == state);
+}
+
+// The checksum is the worker's (of the bytes it sent), compared with the coordinator's (of the
+// bytes that arrived): a mismatch is DATA_LOSS, a missing one INVALID_ARGUMENT, and neither stores
+// anything.
+TEST_F(ServiceTest, ACheckpointWhoseStatedChecksumDoesNotMatchIsRefusedAndNotStored) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  const std::string worker = Register();
+  Assignment a = WaitForAssignment(worker);
+  const std::string state(300000, 'c');
+  grpc::Status damaged = UploadCheckpoint(a, 10, state, Sha256Hex("what the worker meant to send"));
+  EXPECT_EQ(damaged.error_code(), grpc::StatusCode::DATA_LOSS) << damaged.error_message();
+  grpc::Status unstated = UploadCheckpoint(a, 11, state, "");
+  EXPECT_EQ(unstated.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << unstated.error_message();
+
+  EXPECT_FALSE(Beat(worker, a.attempt_token()).assignment().has_checkpoint());
+  int64_t step = -1;
+  std::string sha, data;
+  grpc::Status fetched = FetchCheckpoint(a, &step, &sha, &data);
+  EXPECT_EQ(fetched.error_code(), grpc::StatusCode::NOT_FOUND) << fetched.error_message();
+  EXPECT_EQ(data, "");
+  EXPECT_EQ(Get(sub->job().id()).state(), RUNNING) << "a refused upload does not end the attempt";
 }
 
 TEST_F(ServiceTest, CancelOfARunningJobStopsItsWorker) {
@@ -490,6 +573,31 @@ TEST_F(ServiceTest, MetricsPassPromtoolAndShowRpcsJobsAndRunningJobGauges) {
   auto after = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->find("job=\"" + a.job_id() + "\""), std::string::npos) << *after;
+}
+
+// A `job` label comes from the store's running jobs, never from the job_id a reporter claims.
+TEST_F(ServiceTest, ProgressNamingAnUnknownJobCreatesNoLabelledSeries) {
+  auto sub = Submit(TinySpec());
+  ASSERT_TRUE(sub.ok());
+  Assignment a = WaitForAssignment(Register());
+  Assignment lying = a;
+  lying.set_job_id("j-nosuchjob0");
+  ASSERT_TRUE(Report(lying, 1, "search").ok());
+  lying.set_job_id("made-up \"label\" of any length");
+  ASSERT_TRUE(Report(lying, 2, "search").ok());
+  auto body = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
+  ASSERT_TRUE(body.ok()) << body.status();
+  EXPECT_NE(body->find("bpnas_progress_reports_total 2"), std::string::npos) << *body;
+  EXPECT_EQ(body->find("j-nosuchjob0"), std::string::npos) << *body;
+  EXPECT_EQ(body->find("made-up"), std::string::npos) << *body;
+  EXPECT_EQ(body->find("bpnas_running_job_loss{"), std::string::npos) << *body;
+
+  // The same reporter naming its own job does get the series.
+  ASSERT_TRUE(Report(a, 3, "search").ok());
+  auto after = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
+  ASSERT_TRUE(after.ok());
+  EXPECT_NE(after->find("bpnas_running_job_feasible{job=\"" + a.job_id() + "\"} 1"), std::string::npos)
+      << *after;
 }
 
 }  // namespace

@@ -417,6 +417,7 @@ absl::Status WorkerAgent::UploadCheckpoint(Running* r, int64_t step, const std::
   bpnas::v1::CheckpointChunk first;
   first.set_attempt_token(r->assignment.attempt_token());
   first.set_step(step);
+  first.set_sha256(Sha256Hex(state));  // the coordinator stores the checkpoint only if its bytes match
   WriteChunked(stream.get(), first, state, options_.chunk_bytes);
   grpc::Status s = stream->Finish();
   if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) r->stop = true;  // the attempt ended

@@ -1,36 +1,39 @@
-// PgJobStore: the JobStore on PostgreSQL (DESIGN.md §4), the only code in bpnas that knows SQL.
+// PgJobStore: the JobStore on PostgreSQL (DESIGN.md §4). server/pg/ is the only code in bpnas
+// that knows SQL; this file holds the store's queries, blobs.h the blob I/O, pool.h the connections.
 //
 //   BPNAS_RETURN_IF_ERROR(ApplyMigrations(dsn));
 //   BPNAS_ASSIGN_OR_RETURN(std::unique_ptr<PgJobStore> store, PgJobStore::Open(dsn, 8));
 //   BPNAS_ASSIGN_OR_RETURN(auto created, store->CreateJob(request_id, spec, budget));
 //
-// Every method runs as one transaction on a connection taken from a small pool (at most
-// `pool_size` connections; a caller waits while all are in use). Values always travel as query
+// Every method runs as one transaction on a connection taken from a PgPool (server/pg/pool.h; at
+// most `pool_size` connections, a caller waits while all are in use). The pool runs a transaction
+// again after a serialization failure or deadlock, and returns ABORTED only if that persists. Values always travel as query
 // parameters, never inside the SQL text. Times (leases, created/updated, reported) come from the
 // database clock, so several coordinators sharing one database agree on them.
 //
 // Losing the database: a call that finds it unreachable returns UNAVAILABLE and throws away the
 // pooled connections; the next call connects again, so a PostgreSQL restart heals without
 // restarting the coordinator. A transaction that broke while committing also returns UNAVAILABLE
-// (its outcome is unknown; every write here is safe to retry).
+// (its outcome is unknown; every write here is safe to retry: CreateJob with a request id returns
+// the first job, CancelJob of a cancelled job returns it unchanged, CompleteAttempt of an ended
+// attempt is FAILED_PRECONDITION).
 //
 // Ids: jobs "j-" + 12 lowercase hex digits, workers "w-" + 12; attempt tokens are 32 hex digits.
-// All come from the operating system's random source.
+// All come from a cryptographically secure random source.
 //
 // Thread-safe. Blob readers and writers take a pooled connection per call only, so they may live
 // as long as a stream does without pinning a connection; they are not themselves thread-safe.
-#ifndef BPNAS_SERVER_PG_JOB_STORE_H_
-#define BPNAS_SERVER_PG_JOB_STORE_H_
+#ifndef BPNAS_SERVER_PG_PG_JOB_STORE_H_
+#define BPNAS_SERVER_PG_PG_JOB_STORE_H_
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "server/job_store.h"
+#include "server/pg/pool.h"
 
 namespace bpnas {
-
-class PgConnectionPool;
 
 class PgJobStore : public JobStore {
  public:
@@ -38,6 +41,12 @@ class PgJobStore : public JobStore {
   // port, database and user, never the password). Does not migrate: call ApplyMigrations first.
   // pool_size < 1: INVALID_ARGUMENT.
   static absl::StatusOr<std::unique_ptr<PgJobStore>> Open(const std::string& dsn, int pool_size);
+  // The same over a given pool, which must have been created with PoolOptions() (the store's
+  // prepared statements); tests pass a pool that wraps the real one to inject faults.
+  static absl::StatusOr<std::unique_ptr<PgJobStore>> Open(std::shared_ptr<PgPool> pool);
+  // What a PgConnectionPool for this store needs: pool_size connections and the prepared
+  // statements.
+  static PgPoolOptions PoolOptions(int pool_size);
   ~PgJobStore() override;
 
   PgJobStore(const PgJobStore&) = delete;
@@ -92,23 +101,15 @@ class PgJobStore : public JobStore {
   absl::Status CheckReady() override;
 
  private:
-  explicit PgJobStore(std::shared_ptr<PgConnectionPool> pool);
+  explicit PgJobStore(std::shared_ptr<PgPool> pool);
 
   absl::StatusOr<std::unique_ptr<BlobWriter>> BeginBlob(const std::string& attempt_token, const char* kind,
                                                         int64_t step);
 
   // Shared with the blob readers and writers, which may outlive a call.
-  std::shared_ptr<PgConnectionPool> pool_;
+  std::shared_ptr<PgPool> pool_;
 };
-
-// `dsn` with a 10-second connect timeout unless it sets one, so that an unreachable host fails a
-// call within seconds instead of hanging on TCP retries. Every connection of the store uses it.
-std::string WithConnectTimeout(const std::string& dsn);
-
-// `dsn` (key=value or URI form) reduced to what may appear in logs and errors: host, port,
-// database and user, without the password.
-std::string RedactedDsn(const std::string& dsn);
 
 }  // namespace bpnas
 
-#endif  // BPNAS_SERVER_PG_JOB_STORE_H_
+#endif  // BPNAS_SERVER_PG_PG_JOB_STORE_H_

@@ -1,30 +1,23 @@
-#include "server/pg_job_store.h"
+#include "server/pg/pg_job_store.h"
+
+#include <openssl/rand.h>
 
 #include <algorithm>
-#include <array>
-#include <condition_variable>
 #include <cstdint>
-#include <cstdio>
-#include <functional>
 #include <map>
-#include <mutex>
-#include <optional>
 #include <pqxx/pqxx>
-#include <random>
 #include <set>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/ascii.h"
-#include "absl/strings/match.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_split.h"
-#include "common/sha256.h"
 #include "common/status.h"
-#include "server/migrations.h"
+#include "server/pg/blobs.h"
+#include "server/pg/migrations.h"
 
 namespace bpnas {
 
@@ -37,45 +30,23 @@ using bpnas::v1::SearchResult;
 
 namespace {
 
-// The largest chunk row a blob writer stores: a bigger Append is split, so that a reader's
-// Next() never returns more than this (it travels on in one gRPC message).
-constexpr size_t kMaxChunkRowBytes = size_t{1} << 20;
-// Complete checkpoints kept per job (the newest ones); older ones are deleted when a newer one
-// finishes. Two, so that a reader that opened the previous one can still finish reading it.
-constexpr int kCheckpointsKept = 2;
-
 // ---------------------------------------------------------------------------------------------
 // Small helpers.
 
-// `n` lowercase hex digits from the operating system's random source.
-std::string RandomHex(int n) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::random_device device;
-  std::string out;
-  out.reserve(n);
-  uint32_t bits = 0;
-  int left = 0;
-  for (int i = 0; i < n; ++i) {
-    if (left == 0) {
-      bits = device();
-      left = 8;
-    }
-    out.push_back(kHex[bits & 0xf]);
-    bits >>= 4;
-    --left;
+// `bytes` random bytes from a cryptographically secure source (OpenSSL, seeded by the operating
+// system), as 2 * bytes lowercase hex digits. Attempt tokens are capabilities: they must not be
+// guessable.
+absl::StatusOr<std::string> RandomHex(int bytes) {
+  std::string raw(static_cast<size_t>(bytes), '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(raw.data()), bytes) != 1) {
+    return absl::InternalError("the random source failed");
   }
-  return out;
+  return absl::BytesToHexString(raw);
 }
 
 std::string DeviceKindName(bpnas::v1::DeviceKind kind) { return kind == bpnas::v1::GPU ? "GPU" : "CPU"; }
 
 int64_t Micros(absl::Duration d) { return absl::ToInt64Microseconds(d); }
-
-// A bytea field as raw bytes.
-std::string Bytes(const pqxx::field& field) {
-  pqxx::binarystring bytes(field);
-  return std::string(bytes.get(), bytes.size());
-}
 
 template <typename Message>
 absl::Status ParseStored(const pqxx::field& field, const char* what, const std::string& owner, Message* out) {
@@ -84,48 +55,6 @@ absl::Status ParseStored(const pqxx::field& field, const char* what, const std::
     return absl::InternalError(absl::StrCat("the stored ", what, " of ", owner, " is corrupt"));
   }
   return absl::OkStatus();
-}
-
-// Splits a libpq connection string into key -> value (keyword form: key=value pairs, values
-// optionally single-quoted with backslash escapes). Unparseable input gives what was parsed.
-std::map<std::string, std::string> ParseKeywordDsn(const std::string& dsn) {
-  std::map<std::string, std::string> out;
-  size_t i = 0;
-  const size_t n = dsn.size();
-  auto skip_space = [&] {
-    while (i < n && absl::ascii_isspace(static_cast<unsigned char>(dsn[i]))) ++i;
-  };
-  while (true) {
-    skip_space();
-    if (i >= n) break;
-    size_t key_start = i;
-    while (i < n && dsn[i] != '=' && !absl::ascii_isspace(static_cast<unsigned char>(dsn[i]))) ++i;
-    std::string key = dsn.substr(key_start, i - key_start);
-    skip_space();
-    if (i >= n || dsn[i] != '=') break;
-    ++i;
-    skip_space();
-    std::string value;
-    if (i < n && dsn[i] == '\'') {
-      ++i;
-      while (i < n && dsn[i] != '\'') {
-        if (dsn[i] == '\\' && i + 1 < n) ++i;
-        value.push_back(dsn[i++]);
-      }
-      ++i;
-    } else {
-      while (i < n && !absl::ascii_isspace(static_cast<unsigned char>(dsn[i]))) {
-        if (dsn[i] == '\\' && i + 1 < n) ++i;
-        value.push_back(dsn[i++]);
-      }
-    }
-    out[key] = value;
-  }
-  return out;
-}
-
-bool IsUriDsn(const std::string& dsn) {
-  return absl::StartsWith(dsn, "postgresql://") || absl::StartsWith(dsn, "postgres://");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,16 +161,6 @@ JobState RequeueOrFail(pqxx::transaction_base& tx, const std::string& job_id, in
   return give_up ? bpnas::v1::FAILED : bpnas::v1::QUEUED;
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------------------------------------
-// Connection pool.
-
-enum class TxKind {
-  kTransaction,      // BEGIN ... COMMIT around the function
-  kSingleStatement,  // autocommit: for a function that runs exactly one statement
-};
-
 // AppendProgress's statement, prepared on every pooled connection. $1 tokens, $2 steps, $3 phases,
 // $4 bodies (hex), as arrays of equal length; returns the (0-based) indices of the reports whose
 // attempt is running.
@@ -279,357 +198,37 @@ constexpr char kAppendProgressSql[] = R"sql(
                         WHERE p.job_id = n.job_id AND p.attempt = n.attempt AND p.step > n.step))
     SELECT idx FROM input WHERE token IN (SELECT token FROM live))sql";
 
-class PgConnectionPool {
- public:
-  template <typename T>
-  using Fn = std::function<absl::StatusOr<T>(pqxx::transaction_base&)>;
-
-  PgConnectionPool(std::string dsn, int max_size)
-      : dsn_(std::move(dsn)), connect_dsn_(WithConnectTimeout(dsn_)), max_size_(max_size) {}
-
-  // Runs `fn` on a pooled connection in one transaction and commits when it returns OK (rolls
-  // back otherwise). libpqxx exceptions become a Status: a broken connection UNAVAILABLE (and the
-  // pool drops its idle connections, which are most likely broken too), a serialization failure
-  // or deadlock ABORTED, anything else INTERNAL with the SQL error. `what` names the operation in
-  // errors.
-  template <typename T>
-  absl::StatusOr<T> Run(const char* what, TxKind kind, const Fn<T>& fn) {
-    for (int round = 0;; ++round) {
-      bool reused = false;
-      BPNAS_ASSIGN_OR_RETURN(std::unique_ptr<pqxx::connection> conn, Acquire(&reused));
-      bool started = false;
-      bool broken = false;
-      absl::Status failure;
-      try {
-        std::unique_ptr<pqxx::transaction_base> tx;
-        if (kind == TxKind::kTransaction) {
-          tx = std::make_unique<pqxx::work>(*conn);
-        } else {
-          tx = std::make_unique<pqxx::nontransaction>(*conn);
-        }
-        started = true;
-        absl::StatusOr<T> out = fn(*tx);
-        if (out.ok()) {
-          tx->commit();
-        } else {
-          tx->abort();
-        }
-        tx.reset();
-        Release(std::move(conn), /*broken=*/false);
-        return out;
-      } catch (const pqxx::broken_connection& e) {
-        broken = true;
-        failure = absl::UnavailableError(
-            absl::StrCat(what, ": lost the connection to PostgreSQL (", RedactedDsn(dsn_), "): ", e.what()));
-      } catch (const pqxx::in_doubt_error& e) {
-        broken = true;
-        failure = absl::UnavailableError(
-            absl::StrCat(what,
-                         ": the connection to PostgreSQL broke while committing; the change may or may not "
-                         "have been stored: ",
-                         e.what()));
-      } catch (const pqxx::statement_completion_unknown& e) {
-        broken = true;
-        failure = absl::UnavailableError(absl::StrCat(
-            what,
-            ": the connection to PostgreSQL broke; the change may or may not have been stored: ", e.what()));
-      } catch (const pqxx::transaction_rollback& e) {
-        failure = absl::AbortedError(absl::StrCat(what, ": transaction conflict, retry: ", e.what()));
-      } catch (const pqxx::sql_error& e) {
-        // Class 08 (connection exception) and 57P (the server is shutting down or starting up)
-        // mean "try again later", not a bug.
-        const std::string& state = e.sqlstate();
-        if (absl::StartsWith(state, "08") || absl::StartsWith(state, "57P")) {
-          broken = true;
-          failure = absl::UnavailableError(
-              absl::StrCat(what, ": PostgreSQL is unavailable (", state, "): ", e.what()));
-        } else {
-          failure = absl::InternalError(absl::StrCat(what, ": PostgreSQL error ", state, ": ", e.what()));
-        }
-      } catch (const std::exception& e) {
-        failure = absl::InternalError(absl::StrCat(what, ": ", e.what()));
-      }
-      Release(std::move(conn), broken);
-      // A pooled connection that the server dropped (e.g. it restarted) fails on BEGIN, before
-      // anything ran: that is safe to retry once on a fresh connection.
-      if (broken && reused && !started && round == 0) continue;
-      return failure;
-    }
-  }
-
-  const std::string& dsn() const { return dsn_; }
-
- private:
-  absl::StatusOr<std::unique_ptr<pqxx::connection>> Acquire(bool* reused) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return !idle_.empty() || open_ < max_size_; });
-      if (!idle_.empty()) {
-        std::unique_ptr<pqxx::connection> conn = std::move(idle_.back());
-        idle_.pop_back();
-        *reused = true;
-        return conn;
-      }
-      ++open_;
-    }
-    *reused = false;
-    try {
-      auto conn = std::make_unique<pqxx::connection>(connect_dsn_);
-      conn->prepare(kAppendProgressStatement, kAppendProgressSql);
-      return conn;
-    } catch (const std::exception& e) {
-      {
-        std::lock_guard<std::mutex> lock(mu_);
-        --open_;
-      }
-      cv_.notify_one();
-      return absl::UnavailableError(
-          absl::StrCat("cannot connect to PostgreSQL (", RedactedDsn(dsn_), "): ", e.what()));
-    }
-  }
-
-  void Release(std::unique_ptr<pqxx::connection> conn, bool broken) {
-    std::vector<std::unique_ptr<pqxx::connection>> dropped;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (broken || !conn->is_open()) {
-        dropped.push_back(std::move(conn));
-        dropped.insert(dropped.end(), std::make_move_iterator(idle_.begin()),
-                       std::make_move_iterator(idle_.end()));
-        idle_.clear();
-        open_ -= static_cast<int>(dropped.size());
-      } else {
-        idle_.push_back(std::move(conn));
-      }
-    }
-    cv_.notify_all();
-    // `dropped` closes its connections here, outside the lock.
-  }
-
-  const std::string dsn_;
-  const std::string connect_dsn_;
-  const int max_size_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::unique_ptr<pqxx::connection>> idle_;  // guarded by mu_
-  int open_ = 0;                                         // idle + checked out; guarded by mu_
-};
-
-// ---------------------------------------------------------------------------------------------
-// Blobs.
-
-namespace {
-
-class PgBlobWriter : public BlobWriter {
- public:
-  PgBlobWriter(std::shared_ptr<PgConnectionPool> pool, int64_t blob_id, std::string token, bool checkpoint)
-      : pool_(std::move(pool)), blob_id_(blob_id), token_(std::move(token)), checkpoint_(checkpoint) {}
-
-  absl::Status Append(std::string_view data) override {
-    if (digest_.has_value()) return absl::FailedPreconditionError("Append after Finish");
-    if (data.empty()) return absl::OkStatus();
-    std::vector<std::string_view> rows;
-    for (size_t at = 0; at < data.size(); at += kMaxChunkRowBytes) {
-      rows.push_back(data.substr(at, kMaxChunkRowBytes));
-    }
-    auto store = [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
-      for (size_t i = 0; i < rows.size(); ++i) {
-        // The token check rides along with the insert: an ended attempt stores nothing more.
-        pqxx::result r = tx.exec_params(
-            "INSERT INTO blob_chunks (blob_id, seq, data) "
-            "SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM assignments WHERE token = $4 AND active)",
-            blob_id_, next_seq_ + static_cast<int64_t>(i), pqxx::binarystring(rows[i].data(), rows[i].size()),
-            token_);
-        if (r.affected_rows() == 0) return AttemptEnded();
-      }
-      return true;
-    };
-    const TxKind kind = rows.size() == 1 ? TxKind::kSingleStatement : TxKind::kTransaction;
-    BPNAS_RETURN_IF_ERROR(pool_->Run<bool>("store blob chunk", kind, store).status());
-    next_seq_ += static_cast<int64_t>(rows.size());
-    bytes_ += static_cast<int64_t>(data.size());
-    hash_.Update(data);
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<int64_t> Finish(const std::string& sha256_hex) override {
-    if (finished_) return absl::FailedPreconditionError("blob already finished");
-    // Computed once: a Finish that failed (say UNAVAILABLE) may be called again.
-    if (!digest_.has_value()) digest_ = hash_.HexDigest();
-    const std::string& received = *digest_;
-    if (absl::AsciiStrToLower(sha256_hex) != received) {
-      return absl::DataLossError(absl::StrCat("checksum mismatch: the ", bytes_,
-                                              " bytes received have sha256 ", received, ", the sender says ",
-                                              sha256_hex));
-    }
-    absl::StatusOr<int64_t> id = pool_->Run<int64_t>(
-        "finish blob", TxKind::kTransaction, [&](pqxx::transaction_base& tx) -> absl::StatusOr<int64_t> {
-          // What the database holds must be what this writer sent (an Append that failed and was
-          // not repeated would leave a hole).
-          pqxx::row stored = tx.exec_params1(
-              "SELECT coalesce(sum(length(data)), 0)::bigint, count(*) FROM blob_chunks WHERE blob_id = $1",
-              blob_id_);
-          if (stored[0].as<int64_t>() != bytes_ || stored[1].as<int64_t>() != next_seq_) {
-            return absl::DataLossError(absl::StrCat(
-                "blob ", blob_id_, " holds ", stored[0].as<int64_t>(), " bytes in ", stored[1].as<int64_t>(),
-                " chunks; the writer sent ", bytes_, " bytes in ", next_seq_));
-          }
-          pqxx::result r = tx.exec_params(
-              "UPDATE blobs SET complete = true, sha256 = $2, total_bytes = $3, completed_at = now() "
-              "WHERE id = $1 AND NOT complete AND EXISTS "
-              "(SELECT 1 FROM assignments WHERE token = $4 AND active) RETURNING job_id",
-              blob_id_, received, bytes_, token_);
-          if (r.empty()) return AttemptEnded();
-          if (checkpoint_) {
-            tx.exec_params(R"sql(
-              DELETE FROM blobs
-              WHERE kind = 'CHECKPOINT' AND job_id = $1 AND complete AND id NOT IN (
-                SELECT id FROM blobs
-                WHERE kind = 'CHECKPOINT' AND job_id = $1 AND complete
-                ORDER BY attempt DESC, step DESC, id DESC
-                LIMIT $2))sql",
-                           r[0][0].as<std::string>(), kCheckpointsKept);
-          }
-          return blob_id_;
-        });
-    if (id.ok()) finished_ = true;
-    return id;
-  }
-
-  int64_t bytes_written() const override { return bytes_; }
-
- private:
-  static absl::Status AttemptEnded() {
-    return absl::FailedPreconditionError("the attempt token is no longer active (the attempt has ended)");
-  }
-
-  std::shared_ptr<PgConnectionPool> pool_;
-  const int64_t blob_id_;
-  const std::string token_;
-  const bool checkpoint_;
-  int64_t next_seq_ = 0;
-  int64_t bytes_ = 0;
-  bool finished_ = false;
-  Sha256 hash_;  // incremental: a blob is checked without holding it
-  std::optional<std::string> digest_;  // set by the first Finish
-};
-
-class PgBlobReader : public BlobReader {
- public:
-  PgBlobReader(std::shared_ptr<PgConnectionPool> pool, int64_t blob_id, std::string sha256,
-               int64_t total_bytes, int64_t step)
-      : pool_(std::move(pool)),
-        blob_id_(blob_id),
-        sha256_(std::move(sha256)),
-        total_bytes_(total_bytes),
-        step_(step) {}
-
-  const std::string& sha256() const override { return sha256_; }
-  int64_t total_bytes() const override { return total_bytes_; }
-  int64_t step() const override { return step_; }
-
-  absl::StatusOr<bool> Next(std::string* chunk) override {
-    if (done_) return false;
-    auto read = [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
-      pqxx::result r = tx.exec_params(
-          "SELECT seq, data FROM blob_chunks WHERE blob_id = $1 AND seq > $2 ORDER BY seq LIMIT 1", blob_id_,
-          last_seq_);
-      if (r.empty()) return false;
-      last_seq_ = r[0][0].as<int64_t>();
-      *chunk = Bytes(r[0][1]);
-      return true;
-    };
-    BPNAS_ASSIGN_OR_RETURN(bool more, pool_->Run<bool>("read blob chunk", TxKind::kSingleStatement, read));
-    if (more) {
-      read_ += static_cast<int64_t>(chunk->size());
-      if (read_ <= total_bytes_) return true;
-    }
-    done_ = true;
-    if (read_ != total_bytes_) {
-      return absl::DataLossError(absl::StrCat("blob ", blob_id_, " should hold ", total_bytes_, " bytes but ",
-                                              read_, " were read (deleted meanwhile?)"));
-    }
-    return false;
-  }
-
- private:
-  std::shared_ptr<PgConnectionPool> pool_;
-  const int64_t blob_id_;
-  const std::string sha256_;
-  const int64_t total_bytes_;
-  const int64_t step_;
-  int64_t last_seq_ = -1;
-  int64_t read_ = 0;
-  bool done_ = false;
-};
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // PgJobStore.
 
-std::string WithConnectTimeout(const std::string& dsn) {
-  if (dsn.find("connect_timeout") != std::string::npos) return dsn;
-  if (IsUriDsn(dsn)) {
-    return absl::StrCat(dsn, dsn.find('?') == std::string::npos ? "?" : "&", "connect_timeout=10");
-  }
-  return absl::StrCat(dsn, dsn.empty() ? "" : " ", "connect_timeout=10");
-}
-
-std::string RedactedDsn(const std::string& dsn) {
-  std::string host, port, dbname, user;
-  if (IsUriDsn(dsn)) {
-    // postgresql://[user[:password]@][host][:port][/dbname][?k=v&...]
-    std::string rest = dsn.substr(dsn.find("://") + 3);
-    std::string params;
-    if (size_t q = rest.find('?'); q != std::string::npos) {
-      params = rest.substr(q + 1);
-      rest.resize(q);
-    }
-    if (size_t slash = rest.find('/'); slash != std::string::npos) {
-      dbname = rest.substr(slash + 1);
-      rest.resize(slash);
-    }
-    if (size_t at = rest.rfind('@'); at != std::string::npos) {
-      user = rest.substr(0, rest.find_first_of(":@"));
-      rest = rest.substr(at + 1);
-    }
-    host = rest;  // host[:port], possibly several, kept as written
-    for (absl::string_view kv : absl::StrSplit(params, '&')) {
-      if (absl::StartsWith(kv, "host=")) host = std::string(kv.substr(5));
-      if (absl::StartsWith(kv, "port=")) port = std::string(kv.substr(5));
-      if (absl::StartsWith(kv, "user=")) user = std::string(kv.substr(5));
-      if (absl::StartsWith(kv, "dbname=")) dbname = std::string(kv.substr(7));
-    }
-  } else {
-    std::map<std::string, std::string> kv = ParseKeywordDsn(dsn);
-    host = kv.count("host") ? kv["host"] : kv["hostaddr"];
-    port = kv["port"];
-    dbname = kv["dbname"];
-    user = kv["user"];
-  }
-  std::vector<std::string> parts;
-  parts.push_back(absl::StrCat("host=", host.empty() ? "(default)" : host));
-  if (!port.empty()) parts.push_back(absl::StrCat("port=", port));
-  if (!dbname.empty()) parts.push_back(absl::StrCat("dbname=", dbname));
-  if (!user.empty()) parts.push_back(absl::StrCat("user=", user));
-  return absl::StrJoin(parts, " ");
-}
-
-PgJobStore::PgJobStore(std::shared_ptr<PgConnectionPool> pool) : pool_(std::move(pool)) {}
+PgJobStore::PgJobStore(std::shared_ptr<PgPool> pool) : pool_(std::move(pool)) {}
 PgJobStore::~PgJobStore() = default;
+
+PgPoolOptions PgJobStore::PoolOptions(int pool_size) {
+  PgPoolOptions options;
+  options.max_connections = pool_size;
+  options.prepared = {{kAppendProgressStatement, kAppendProgressSql}};
+  return options;
+}
 
 absl::StatusOr<std::unique_ptr<PgJobStore>> PgJobStore::Open(const std::string& dsn, int pool_size) {
   if (pool_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat("pool_size must be at least 1, got ", pool_size));
   }
-  auto pool = std::make_shared<PgConnectionPool>(dsn, pool_size);
-  BPNAS_RETURN_IF_ERROR(pool->Run<bool>("connect", TxKind::kSingleStatement,
-                                        [](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
-                                          tx.exec("SELECT 1");
-                                          return true;
-                                        })
-                            .status());
+  BPNAS_ASSIGN_OR_RETURN(std::shared_ptr<PgConnectionPool> pool,
+                         PgConnectionPool::Create(dsn, PoolOptions(pool_size)));
+  return Open(std::move(pool));
+}
+
+absl::StatusOr<std::unique_ptr<PgJobStore>> PgJobStore::Open(std::shared_ptr<PgPool> pool) {
+  if (pool == nullptr) return absl::InvalidArgumentError("pool is null");
+  BPNAS_RETURN_IF_ERROR(pool->RunTransaction("connect", TxKind::kSingleStatement,
+                                             [](pqxx::transaction_base& tx) -> absl::Status {
+                                               tx.exec("SELECT 1");
+                                               return absl::OkStatus();
+                                             }));
   return std::unique_ptr<PgJobStore>(new PgJobStore(std::move(pool)));
 }
 
@@ -646,7 +245,8 @@ absl::StatusOr<std::pair<Job, bool>> PgJobStore::CreateJob(const std::string& re
       [&](pqxx::transaction_base& tx) -> absl::StatusOr<std::pair<Job, bool>> {
         // A random id collides with negligible odds; a collision just draws another.
         for (int draw = 0; draw < 8; ++draw) {
-          const std::string id = "j-" + RandomHex(12);
+          BPNAS_ASSIGN_OR_RETURN(const std::string id_hex, RandomHex(6));
+          const std::string id = "j-" + id_hex;
           // ON CONFLICT without a target: a request_id seen before (also one being inserted by a
           // concurrent call, which this waits for) and an id collision both insert nothing.
           pqxx::result inserted = tx.exec_params(
@@ -752,7 +352,8 @@ absl::StatusOr<std::string> PgJobStore::RegisterWorker(const bpnas::v1::Register
   return pool_->Run<std::string>(
       "register worker", TxKind::kSingleStatement,
       [&](pqxx::transaction_base& tx) -> absl::StatusOr<std::string> {
-        const std::string id = "w-" + RandomHex(12);
+        BPNAS_ASSIGN_OR_RETURN(const std::string id_hex, RandomHex(6));
+        const std::string id = "w-" + id_hex;
         pqxx::result r = tx.exec_params(
             "INSERT INTO workers (id, name, device_kind, threads, metrics_address, state, lease_expires_at) "
             "VALUES ($1, $2, $3, $4, $5, 'IDLE', now() + $6::double precision * interval '1 microsecond') "
@@ -947,7 +548,8 @@ absl::StatusOr<std::string> PgJobStore::StartNextAttempt() {
         for (int64_t rank = 0; rank < ranks; ++rank) {
           const size_t base = 3 + params.size();
           rows.push_back(absl::StrCat("($", base, ", $1, $2, $", base + 1, "::integer, $", base + 2, ")"));
-          params.push_back(RandomHex(32));
+          BPNAS_ASSIGN_OR_RETURN(std::string token, RandomHex(16));
+          params.push_back(std::move(token));
           params.push_back(std::to_string(rank));
           params.push_back(workers[rank][0].as<std::string>());
         }
@@ -986,16 +588,6 @@ std::string ArrayLiteral(const std::vector<std::string>& items) {
   return out;
 }
 
-std::string Hex(const std::string& bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(2 * bytes.size());
-  for (unsigned char c : bytes) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 15];
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -1016,7 +608,7 @@ absl::StatusOr<std::vector<bool>> PgJobStore::AppendProgress(const std::vector<P
     phases.push_back(report.progress.phase());
     std::string body;
     if (!report.progress.SerializeToString(&body)) return absl::InternalError("cannot serialize progress");
-    bodies.push_back(Hex(body));
+    bodies.push_back(absl::BytesToHexString(body));
   }
   const std::string a_tokens = ArrayLiteral(tokens), a_steps = ArrayLiteral(steps),
                     a_phases = ArrayLiteral(phases), a_bodies = ArrayLiteral(bodies);
@@ -1037,32 +629,36 @@ absl::StatusOr<std::vector<Progress>> PgJobStore::ListProgress(const std::string
   if (job_id.empty()) return absl::InvalidArgumentError("job id is empty");
   if (cursor == nullptr) return absl::InvalidArgumentError("cursor is null");
   if (limit < 1) return absl::InvalidArgumentError(absl::StrCat("limit must be positive, got ", limit));
-  return pool_->Run<std::vector<Progress>>(
-      "list progress", TxKind::kSingleStatement,
-      [&](pqxx::transaction_base& tx) -> absl::StatusOr<std::vector<Progress>> {
-        // The job row is there to tell "no such job" (no row) from "nothing new" (one null row).
-        pqxx::result r = tx.exec_params(R"sql(
-          SELECT p.attempt, p.step, floor(extract(epoch FROM p.reported_at) * 1000)::bigint, p.body
-          FROM jobs j LEFT JOIN LATERAL (
-            SELECT attempt, step, reported_at, body FROM progress
-            WHERE job_id = j.id AND NOT superseded AND (attempt, step) > ($2::integer, $3::bigint)
-            ORDER BY attempt, step
-            LIMIT $4) p ON true
-          WHERE j.id = $1)sql",
-                                        job_id, static_cast<int64_t>(cursor->attempt), cursor->step, limit);
-        if (r.empty()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
-        std::vector<Progress> out;
-        for (const pqxx::row& row : r) {
-          if (row[0].is_null()) continue;
-          BPNAS_ASSIGN_OR_RETURN(Progress progress, ProgressFromRow(job_id, row[0], row[1], row[2], row[3]));
-          out.push_back(std::move(progress));
-        }
-        if (!out.empty()) {
-          cursor->attempt = out.back().attempt();
-          cursor->step = out.back().step();
-        }
-        return out;
-      });
+  BPNAS_ASSIGN_OR_RETURN(
+      std::vector<Progress> out,
+      pool_->Run<std::vector<Progress>>(
+          "list progress", TxKind::kSingleStatement,
+          [&](pqxx::transaction_base& tx) -> absl::StatusOr<std::vector<Progress>> {
+            // The job row is there to tell "no such job" (no row) from "nothing new" (one null row).
+            pqxx::result r = tx.exec_params(R"sql(
+              SELECT p.attempt, p.step, floor(extract(epoch FROM p.reported_at) * 1000)::bigint, p.body
+              FROM jobs j LEFT JOIN LATERAL (
+                SELECT attempt, step, reported_at, body FROM progress
+                WHERE job_id = j.id AND NOT superseded AND (attempt, step) > ($2::integer, $3::bigint)
+                ORDER BY attempt, step
+                LIMIT $4) p ON true
+              WHERE j.id = $1)sql",
+                                            job_id, static_cast<int64_t>(cursor->attempt), cursor->step, limit);
+            if (r.empty()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
+            std::vector<Progress> rows;
+            for (const pqxx::row& row : r) {
+              if (row[0].is_null()) continue;
+              BPNAS_ASSIGN_OR_RETURN(Progress progress, ProgressFromRow(job_id, row[0], row[1], row[2], row[3]));
+              rows.push_back(std::move(progress));
+            }
+            return rows;
+          }));
+  // Advanced only once the rows are in hand (the transaction body may run more than once).
+  if (!out.empty()) {
+    cursor->attempt = out.back().attempt();
+    cursor->step = out.back().step();
+  }
+  return out;
 }
 
 // ---- checkpoints and artifacts ----
