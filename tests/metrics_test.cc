@@ -4,9 +4,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/http_server.h"
+#include "common/subprocess.h"
 
 namespace bpnas {
 namespace {
@@ -339,16 +340,16 @@ TEST(HttpServer, ServedMetricsPassPromtoolCheck) {
   close(fd);
   const std::string path = path_template;
   std::ofstream(path) << *body;
-  const std::string command = "'" + promtool + "' check metrics < " + path + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[512];
-  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
-  const int status = pclose(pipe);
+  SubprocessOptions options;
+  options.stdin_file = path;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  absl::StatusOr<SubprocessResult> check =
+      RunSubprocess({promtool, "check", "metrics"}, options, absl::Seconds(60));
   std::remove(path.c_str());
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output << "\n--- exposition ---\n" << *body;
+  ASSERT_TRUE(check.ok()) << check.status();
+  const std::string& output = check->stdout_text;
+  EXPECT_EQ(check->exit_code, 0) << output << "\n--- exposition ---\n" << *body;
   EXPECT_EQ(output, "") << "promtool lint complaints:\n" << output;
 }
 
