@@ -464,5 +464,35 @@ TEST(HttpGet, SilentServerTimesOut) {
   close(fd);
 }
 
+TEST(HttpGet, ServerThatStallsMidBodyTimesOutAtTheDeadline) {
+  // Headers promise 100 bytes; 5 come, then nothing until the server gives up 2.5 s later.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::thread server([fd] {
+    const int conn = accept(fd, nullptr, nullptr);
+    if (conn < 0) return;
+    char request[1024];
+    (void)read(conn, request, sizeof(request));
+    const std::string head = "HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+    (void)write(conn, head.data(), head.size());
+    pollfd p{conn, POLLIN, 0};
+    poll(&p, 1, 2500);  // until the client goes away, at most 2.5 s
+    close(conn);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::string> body = HttpGet("127.0.0.1", ntohs(addr.sin_port), "/", 300);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(body.status().code(), absl::StatusCode::kDeadlineExceeded) << body.status();
+  EXPECT_LT(seconds, 2.0);
+  server.join();
+  close(fd);
+}
+
 }  // namespace
 }  // namespace bpnas
