@@ -63,6 +63,14 @@ absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view text) {
 
 void SetMinLogLevel(LogLevel level) { g_min_level.store(static_cast<int>(level)); }
 
+absl::Status SetMinLogLevelFromFlag(absl::string_view text) {
+  if (text.empty()) return absl::OkStatus();
+  absl::StatusOr<LogLevel> level = ParseLogLevel(text);
+  if (!level.ok()) return level.status();
+  SetMinLogLevel(*level);
+  return absl::OkStatus();
+}
+
 LogLevel MinLogLevel() {
   int level = g_min_level.load(std::memory_order_relaxed);
   if (level == kUnset) {

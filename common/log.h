@@ -38,6 +38,9 @@ absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view text);
 // The process-wide minimum level; lines below it are dropped.
 void SetMinLogLevel(LogLevel level);
 LogLevel MinLogLevel();
+// For a --log_level flag: a level name sets the minimum; empty leaves it as it is (BPNAS_LOG_LEVEL,
+// else INFO). INVALID_ARGUMENT, with the minimum unchanged, for anything else.
+absl::Status SetMinLogLevelFromFlag(absl::string_view text);
 inline bool LogEnabled(LogLevel level) { return level >= MinLogLevel(); }
 
 // One line as Log writes it, without the trailing newline:

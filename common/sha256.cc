@@ -2,11 +2,11 @@
 
 #include <openssl/evp.h>
 
-#include <cstdio>
 #include <cstdlib>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/string_view.h"
+#include "common/log.h"
 
 namespace bpnas {
 namespace {
@@ -14,7 +14,7 @@ namespace {
 // The digest's callers have no way to recover from a broken crypto library; say what failed.
 void CheckCrypto(int ok, const char* what) {
   if (ok == 1) return;
-  std::fprintf(stderr, "SHA-256: %s failed in the crypto library\n", what);
+  LogError("sha256", what, " failed in the crypto library");
   std::abort();
 }
 

@@ -38,6 +38,19 @@ TEST(ParseLogLevel, AcceptsNamesInAnyCaseAndRejectsOthers) {
   EXPECT_EQ(ParseLogLevel("").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(SetMinLogLevelFromFlag, SetsANamedLevelKeepsItForEmptyAndRejectsOthers) {
+  const LogLevel saved = MinLogLevel();
+  ASSERT_TRUE(SetMinLogLevelFromFlag("error").ok());
+  EXPECT_EQ(MinLogLevel(), LogLevel::kError);
+  ASSERT_TRUE(SetMinLogLevelFromFlag("").ok());
+  EXPECT_EQ(MinLogLevel(), LogLevel::kError);
+  EXPECT_EQ(SetMinLogLevelFromFlag("loud").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MinLogLevel(), LogLevel::kError);
+  EXPECT_FALSE(LogEnabled(LogLevel::kWarning));
+  EXPECT_TRUE(LogEnabled(LogLevel::kError));
+  SetMinLogLevel(saved);
+}
+
 TEST(Log, WritesEnabledLinesToStderrAndDropsTheOthers) {
   const LogLevel saved = MinLogLevel();
   SetMinLogLevel(LogLevel::kWarning);
