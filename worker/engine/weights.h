@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "spec/spec.h"
 #include "worker/engine/data.h"
 #include "worker/engine/run_options.h"
 #include "worker/engine/supernet.h"
