@@ -24,17 +24,14 @@
 // queue: the bench refuses to report on a job it did not submit. It is a benchmark, not a test: it
 // exits 0 whenever it ran, and says "TARGET MET" or "TARGET MISSED" on its last line.
 #include <pqxx/pqxx>
-#include <spawn.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -68,6 +65,7 @@
 #include "bpnas/v1/service.grpc.pb.h"
 #include "common/pg_cluster.h"
 #include "common/status.h"
+#include "common/subprocess.h"
 #include "server/coordinator.h"
 #include "server/pg/migrations.h"
 #include "server/pg/dsn.h"
@@ -565,39 +563,15 @@ absl::StatusOr<std::map<std::string, int64_t>> CountProgressRows(const std::stri
 
 // Runs `argv` (argv[0] looked up in PATH) and returns its exit status and everything it printed.
 absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std::string>& argv) {
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  int fds[2];
-  if (pipe(fds) != 0) return absl::InternalError("pipe failed");
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
-  posix_spawn_file_actions_addclose(&actions, fds[0]);
-  pid_t pid = 0;
-  const int spawned = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  close(fds[1]);
-  if (spawned != 0) {
-    close(fds[0]);
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot run ", argv[0], ": ", std::strerror(spawned), " (install postgresql-client)"));
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  absl::StatusOr<SubprocessResult> run = RunSubprocess(argv, options);
+  if (!run.ok()) {
+    if (run.status().code() != absl::StatusCode::kFailedPrecondition) return run.status();
+    return absl::FailedPreconditionError(absl::StrCat(run.status().message(), " (install postgresql-client)"));
   }
-  std::string output;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) != 0;) {
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    output.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  return std::make_pair(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), output);
+  return std::make_pair(run->exit_code, std::move(run->stdout_text));
 }
 
 // The number after `key` in pgbench's report ("tps = 1234.5 (...)"), or -1.

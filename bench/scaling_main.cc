@@ -13,8 +13,9 @@
 //
 // Ranks are processes, not threads: real workers are processes, and LibTorch's intra-op pool and
 // allocator are per process, so threads of one process would share what two workers do not.
-// The parent forks every rank before it touches LibTorch and only collects their results; rank 0
-// hosts the rendezvous store on a free port and passes the port to rank 1 through a pipe.
+// The parent starts every rank as a new process of this binary (internal flag --rank) and only
+// collects their results; it never touches LibTorch itself. Rank 0 hosts the rendezvous store on a
+// free port and announces the port on its stdout; the parent then starts the other ranks with it.
 //
 // The all-reduce is also timed in isolation, after the search, between the same two processes:
 // the tensors SyncStep reduces (weight gradients + floating-point buffers, then architecture
@@ -26,12 +27,11 @@
 //
 // Flags: --width W (0.5), --batch N per rank (128), --steps S search steps per run (12),
 //        --rounds R (2), --threads T per rank (1), --data synthetic|fashion-mnist (synthetic),
-//        --allreduce-iters K (50).
-#include <sys/wait.h>
+//        --allreduce-iters K (50). --rank, --world, --round and --store-port are set by the bench
+//        for the rank processes it starts.
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -41,6 +41,7 @@
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,8 +50,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/memory.h"
+#include "common/subprocess.h"
 #include "worker/collective.h"
 #include "worker/engine/data.h"
 #include "spec/progress.h"
@@ -75,6 +78,19 @@ struct BenchOptions {
   std::string data = "synthetic";
   int allreduce_iters = 50;
 };
+
+// Set in a rank's process only (the parent passes them after the user's flags).
+struct RankFlags {
+  int rank = -1;  // -1: this process is the parent
+  int world = 1;
+  int round = 0;
+  int store_port = 0;  // ranks > 0: where rank 0's rendezvous store listens
+};
+
+// What a rank prints on stdout for its parent: rank 0 of several announces its store port, and
+// every rank ends with its result.
+constexpr char kPortLinePrefix[] = "port ";
+constexpr char kResultLinePrefix[] = "result ";
 
 // What one rank measured; travels from the rank to the parent as one line of text.
 struct RankResult {
@@ -227,9 +243,9 @@ double ProcessCpuSeconds() {
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-// One rank's whole life, in a forked child. `port_read` / `port_write`: the pipe on which rank 0
-// passes its store port to rank 1.
-RankResult RunRank(const BenchOptions& o, int world, int rank, int round, int port_read, int port_write) {
+// One rank's whole life, in a process of its own. Rank 0 of several announces its store port on
+// stdout; the other ranks get it as `store_port`.
+RankResult RunRank(const BenchOptions& o, int world, int rank, int round, int store_port) {
   RankResult result;
   auto fail = [&](const absl::Status& st) {
     result.ok = false;
@@ -255,19 +271,11 @@ RankResult RunRank(const BenchOptions& o, int world, int rank, int round, int po
     if (rank == 0) {
       auto host = RendezvousHost::Listen(co);
       if (!host.ok()) return fail(host.status());
-      const int32_t port = (*host)->port();
-      for (int r = 1; r < world; ++r) {
-        if (write(port_write, &port, sizeof(port)) != ssize_t(sizeof(port))) {
-          return fail(absl::InternalError("cannot pass the store port to the other ranks"));
-        }
-      }
+      std::printf("%s%d\n", kPortLinePrefix, (*host)->port());
+      std::fflush(stdout);
       created = CreateGlooCollective(co, std::move(*host));
     } else {
-      int32_t port = 0;
-      if (read(port_read, &port, sizeof(port)) != ssize_t(sizeof(port))) {
-        return fail(absl::UnavailableError("rank 0 ended before publishing its store port"));
-      }
-      co.store_port = port;
+      co.store_port = store_port;
       created = CreateGlooCollective(co);
     }
     if (!created.ok()) return fail(created.status());
@@ -312,66 +320,70 @@ RankResult RunRank(const BenchOptions& o, int world, int rank, int round, int po
   return result;
 }
 
-// Forks `world` ranks, waits for all of them, and returns their results in rank order.
-std::vector<RankResult> RunRanks(const BenchOptions& o, int world, int round) {
-  int port_pipe[2];
-  if (pipe(port_pipe) != 0) {
-    std::perror("pipe");
-    std::exit(1);
+// The text after `prefix` on the first line of `text` that starts with it, if a whole such line is there.
+std::optional<std::string> LineAfter(const std::string& text, const std::string& prefix) {
+  for (size_t start = 0; start < text.size();) {
+    const size_t end = text.find('\n', start);
+    if (end == std::string::npos) return std::nullopt;
+    if (text.compare(start, prefix.size(), prefix) == 0) {
+      return text.substr(start + prefix.size(), end - start - prefix.size());
+    }
+    start = end + 1;
   }
-  std::vector<pid_t> pids;
-  std::vector<int> result_fds;
-  std::fflush(nullptr);  // the children must not flush the parent's buffered output again
-  for (int rank = 0; rank < world; ++rank) {
-    int result_pipe[2];
-    if (pipe(result_pipe) != 0) {
-      std::perror("pipe");
-      std::exit(1);
+  return std::nullopt;
+}
+
+// Runs `world` ranks as processes of this binary (`argv`: the user's flags), waits for all of
+// them, and returns their results in rank order.
+std::vector<RankResult> RunRanks(const std::vector<std::string>& argv, int world, int round) {
+  std::vector<RankResult> results(world);
+  auto failed = [&](int rank, const std::string& why) {
+    results[rank].ok = false;
+    results[rank].error = absl::StrCat("rank ", rank, " of ", world, ": ", why);
+  };
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kCapture;  // stderr: the bench's own
+  auto start = [&](int rank, int store_port) -> std::unique_ptr<Subprocess> {
+    std::vector<std::string> rank_argv = argv;
+    rank_argv[0] = "/proc/self/exe";
+    for (const std::string& flag :
+         {absl::StrCat("--rank=", rank), absl::StrCat("--world=", world), absl::StrCat("--round=", round),
+          absl::StrCat("--store-port=", store_port)}) {
+      rank_argv.push_back(flag);
     }
-    const pid_t pid = fork();
-    if (pid < 0) {
-      std::perror("fork");
-      std::exit(1);
+    absl::StatusOr<std::unique_ptr<Subprocess>> child = Subprocess::Start(rank_argv, options);
+    if (!child.ok()) {
+      failed(rank, child.status().ToString());
+      return nullptr;
     }
-    if (pid == 0) {
-      close(result_pipe[0]);
-      // Only rank 0 writes the port; the others must see end-of-file if rank 0 dies, so they may
-      // not hold the write end.
-      if (rank != 0) close(port_pipe[1]);
-      const std::string line = Serialize(RunRank(o, world, rank, round, port_pipe[0], port_pipe[1]));
-      const ssize_t written = write(result_pipe[1], line.data(), line.size());
-      std::fflush(nullptr);
-      // Skip static destructors: LibTorch's and Gloo's background threads are not worth a clean
-      // teardown in a benchmark child, and exit status carries whether the result got through.
-      _exit(written == ssize_t(line.size()) ? 0 : 1);
+    return std::move(*child);
+  };
+  std::vector<std::unique_ptr<Subprocess>> ranks(world);
+  ranks[0] = start(0, 0);
+  if (ranks[0] != nullptr && world > 1) {
+    // The others need rank 0's store port: wait until it says it, or ends without saying it.
+    std::optional<std::string> port;
+    while (!(port = LineAfter(ranks[0]->stdout_text(), kPortLinePrefix)).has_value() &&
+           !ranks[0]->Wait(absl::Milliseconds(20)).ok()) {
     }
-    close(result_pipe[1]);
-    pids.push_back(pid);
-    result_fds.push_back(result_pipe[0]);
+    port = LineAfter(ranks[0]->stdout_text(), kPortLinePrefix);  // it may have said it as it ended
+    int store_port = 0;
+    if (!port.has_value() || !absl::SimpleAtoi(*port, &store_port)) {
+      for (int rank = 1; rank < world; ++rank) failed(rank, "rank 0 ended before publishing its store port");
+    } else {
+      for (int rank = 1; rank < world; ++rank) ranks[rank] = start(rank, store_port);
+    }
   }
-  close(port_pipe[0]);
-  close(port_pipe[1]);
-  std::vector<RankResult> results;
   for (int rank = 0; rank < world; ++rank) {
-    std::string text;
-    char buf[512];
-    for (;;) {
-      const ssize_t n = read(result_fds[rank], buf, sizeof(buf));
-      if (n > 0) {
-        text.append(buf, size_t(n));
-      } else if (n == 0 || errno != EINTR) {
-        break;
-      }
-    }
-    close(result_fds[rank]);
-    int status = 0;
-    waitpid(pids[rank], &status, 0);
-    RankResult r = Deserialize(text);
-    if (r.ok && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+    if (ranks[rank] == nullptr) continue;
+    const int code = ranks[rank]->Wait().value_or(-1);
+    const std::optional<std::string> line = LineAfter(ranks[rank]->stdout_text(), kResultLinePrefix);
+    RankResult r = Deserialize(line.has_value() ? *line + "\n" : "");
+    if (r.ok && code != 0) {
       r.ok = false;
-      r.error = absl::StrCat("rank ", rank, " exited abnormally (status ", status, ")");
+      r.error = absl::StrCat("rank ", rank, " exited abnormally (exit code ", code, ")");
     }
-    results.push_back(r);
+    results[rank] = r;
   }
   return results;
 }
@@ -404,9 +416,20 @@ std::string LoadAverage() {
   return text;
 }
 
-bool ParseFlags(int argc, char** argv, BenchOptions* o) {
+bool ParseFlags(int argc, char** argv, BenchOptions* o, RankFlags* rank) {
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
+    // The parent's flags for a rank (--name=value).
+    int* rank_field = nullptr;
+    for (auto [name, field] : {std::make_pair("--rank=", &rank->rank), std::make_pair("--world=", &rank->world),
+                               std::make_pair("--round=", &rank->round),
+                               std::make_pair("--store-port=", &rank->store_port)}) {
+      if (flag.rfind(name, 0) == 0) {
+        rank_field = field;
+        *field = std::atoi(flag.c_str() + std::strlen(name));
+      }
+    }
+    if (rank_field != nullptr) continue;
     if (i + 1 >= argc) {
       std::fprintf(stderr, "unknown flag or missing value: %s\n", flag.c_str());
       return false;
@@ -444,7 +467,17 @@ bool ParseFlags(int argc, char** argv, BenchOptions* o) {
 
 int Main(int argc, char** argv) {
   BenchOptions o;
-  if (!ParseFlags(argc, argv, &o)) return 2;
+  RankFlags rank_flags;
+  if (!ParseFlags(argc, argv, &o, &rank_flags)) return 2;
+  if (rank_flags.rank >= 0) {
+    const RankResult r = RunRank(o, rank_flags.world, rank_flags.rank, rank_flags.round, rank_flags.store_port);
+    std::printf("%s%s", kResultLinePrefix, Serialize(r).c_str());
+    std::fflush(nullptr);
+    // Skip static destructors: LibTorch's and Gloo's background threads are not worth a clean
+    // teardown in a benchmark rank, and the result line says whether it got through.
+    _exit(0);
+  }
+  const std::vector<std::string> user_argv(argv, argv + argc);
   std::printf("bpnas-scaling: resnet20 width %.2f, %s 28x28x1, batch %d per rank, %d thread(s) per rank,\n"
               "  %d search steps per run (first %d untimed), %d round(s), ranks are processes\n",
               o.width, o.data.c_str(), o.batch, o.threads, o.steps, kWarmupSteps, o.rounds);
@@ -459,7 +492,7 @@ int Main(int argc, char** argv) {
     const std::vector<int> worlds = round % 2 == 0 ? std::vector<int>{1, 2} : std::vector<int>{2, 1};
     double ips[3] = {0, 0, 0};
     for (int world : worlds) {
-      auto ranks = RunRanks(o, world, round);
+      auto ranks = RunRanks(user_argv, world, round);
       for (const auto& r : ranks) {
         if (!r.ok) {
           std::fprintf(stderr, "round %d, %d rank(s) failed: %s\n", round, world, r.error.c_str());

@@ -195,14 +195,23 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
 
 // One JSON object per progress event (JSON Lines), for plots of the search.
 void WriteTraceLine(FILE* f, const ProgressEvent& ev) {
-  std::fprintf(f,
-               "{\"phase\": \"%s\", \"epoch\": %d, \"epochs\": %d, \"step\": %lld, \"steps\": %lld, "
-               "\"cross_entropy\": %.6g, \"barrier\": %.6g, \"prob1\": %.6g, \"prob1_lambda\": %.6g, "
-               "\"barrier_t\": %.6g, \"expected_ratio\": %.6g, \"argmax_ratio\": %.6g, \"feasible\": %s, "
-               "\"elapsed_seconds\": %.3f}\n",
-               ev.phase.c_str(), ev.epoch, ev.epochs, (long long)ev.step, (long long)ev.steps, ev.cross_entropy,
-               ev.barrier, ev.prob1, ev.prob1_lambda, ev.barrier_t, ev.expected_ratio, ev.argmax_ratio,
-               ev.feasible ? "true" : "false", ev.elapsed_seconds);
+  const std::string line = JsonObject()
+                               .String("phase", ev.phase)
+                               .Number("epoch", ev.epoch)
+                               .Number("epochs", ev.epochs)
+                               .Number("step", double(ev.step))
+                               .Number("steps", double(ev.steps))
+                               .Number("cross_entropy", ev.cross_entropy)
+                               .Number("barrier", ev.barrier)
+                               .Number("prob1", ev.prob1)
+                               .Number("prob1_lambda", ev.prob1_lambda)
+                               .Number("barrier_t", ev.barrier_t)
+                               .Number("expected_ratio", ev.expected_ratio)
+                               .Number("argmax_ratio", ev.argmax_ratio)
+                               .Bool("feasible", ev.feasible)
+                               .Number("elapsed_seconds", ev.elapsed_seconds)
+                               .ToJson(/*single_line=*/true);
+  std::fprintf(f, "%s\n", line.c_str());
   std::fflush(f);
 }
 
@@ -247,8 +256,12 @@ int CmdPretrain(int argc, char** argv) {
   if (!w.ok()) return Fail(w);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (args->flags.count("json")) {
-    std::printf("{\n  \"weights\": \"%s\",\n  \"fp32_test_accuracy\": %.4f,\n  \"epochs\": %d,\n  \"seconds\": %.1f\n}\n",
-                args->options["out"].c_str(), *acc, epochs, secs);
+    std::cout << JsonObject()
+                     .String("weights", args->options["out"])
+                     .Number("fp32_test_accuracy", *acc)
+                     .Number("epochs", epochs)
+                     .Number("seconds", secs)
+                     .ToJson();
   } else {
     std::printf("FP32 %s: test accuracy %.2f%% after %d epochs (%.0fs); weights in %s\n",
                 plan->graph.model_name.c_str(), *acc, epochs, secs, args->options["out"].c_str());
@@ -331,10 +344,14 @@ int CmdEval(int argc, char** argv) {
   auto acc = EvaluateQuantizedModel(*model, data->test);
   if (!acc.ok()) return Fail(acc.status());
   if (args->flags.count("json")) {
-    std::printf("{\n  \"model\": \"%s\",\n  \"test_samples\": %lld,\n  \"test_accuracy\": %.4f,\n"
-                "  \"reported_accuracy\": %.4f,\n  \"cost\": %.0f,\n  \"budget\": %.0f\n}\n",
-                args->positional[0].c_str(), (long long)data->test.size(), *acc, model->result().test_accuracy(),
-                model->result().cost(), model->result().budget());
+    std::cout << JsonObject()
+                     .String("model", args->positional[0])
+                     .Number("test_samples", double(data->test.size()))
+                     .Number("test_accuracy", *acc)
+                     .Number("reported_accuracy", model->result().test_accuracy())
+                     .Number("cost", model->result().cost())
+                     .Number("budget", model->result().budget())
+                     .ToJson();
   } else {
     std::printf("model %s: %s, %d layers quantized\n", args->positional[0].c_str(), model->model_name().c_str(),
                 model->result().layers_size());

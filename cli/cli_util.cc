@@ -1,5 +1,6 @@
 #include "cli/cli_util.h"
 
+#include <cmath>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -48,6 +49,35 @@ std::string ToJson(const google::protobuf::Message& m) {
   o.always_print_primitive_fields = true;
   o.preserve_proto_field_names = true;
   (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+JsonObject& JsonObject::String(const std::string& key, const std::string& value) {
+  (*fields_.mutable_fields())[key].set_string_value(value);
+  return *this;
+}
+
+JsonObject& JsonObject::Number(const std::string& key, double value) {
+  google::protobuf::Value& v = (*fields_.mutable_fields())[key];
+  if (std::isfinite(value)) {
+    v.set_number_value(value);
+  } else {
+    v.set_null_value(google::protobuf::NULL_VALUE);
+  }
+  return *this;
+}
+
+JsonObject& JsonObject::Bool(const std::string& key, bool value) {
+  (*fields_.mutable_fields())[key].set_bool_value(value);
+  return *this;
+}
+
+std::string JsonObject::ToJson(bool single_line) const {
+  if (!single_line) return bpnas::ToJson(fields_);
+  std::string out;
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(fields_, &out, o);
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "google/protobuf/message.h"
+#include "google/protobuf/struct.pb.h"
 
 namespace bpnas {
 
@@ -25,8 +26,25 @@ struct Args {
 absl::StatusOr<Args> ParseArgs(int argc, char** argv, int first, const std::set<std::string>& with_value,
                                const std::set<std::string>& flags);
 
-// Proto3 JSON with proto field names and every field printed.
+// Proto3 JSON with proto field names and every field printed, indented over several lines.
 std::string ToJson(const google::protobuf::Message& m);
+
+// A JSON object for output that no proto message describes (a google.protobuf.Struct underneath),
+// printed by the same JSON printer as ToJson, so strings are escaped:
+//   std::printf("%s\n", JsonObject().String("path", out).Number("bytes", n).ToJson().c_str());
+// JSON has no NaN or infinity: a non-finite number is written as null. Numbers are doubles, exact
+// for integers up to 2^53. Keys come out in no particular order.
+class JsonObject {
+ public:
+  JsonObject& String(const std::string& key, const std::string& value);
+  JsonObject& Number(const std::string& key, double value);
+  JsonObject& Bool(const std::string& key, bool value);
+  // Indented over several lines as ToJson, or `single_line` (for JSON Lines).
+  std::string ToJson(bool single_line = false) const;
+
+ private:
+  google::protobuf::Struct fields_;
+};
 
 // Prints "bpnas: <message>" to stderr and returns the exit code for `s` (2: fix the input).
 int Fail(const absl::Status& s);

@@ -372,8 +372,14 @@ int CmdFetch(int argc, char** argv) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": cannot write there")));
   }
   if (args->flags.count("json")) {
-    std::printf("{\"job_id\": \"%s\", \"path\": \"%s\", \"bytes\": %lld, \"sha256\": \"%s\", \"verified\": true}\n",
-                args->positional[0].c_str(), out.c_str(), (long long)got_bytes, got_sha.c_str());
+    std::printf("%s\n", JsonObject()
+                             .String("job_id", args->positional[0])
+                             .String("path", out)
+                             .Number("bytes", double(got_bytes))
+                             .String("sha256", got_sha)
+                             .Bool("verified", true)
+                             .ToJson(/*single_line=*/true)
+                             .c_str());
   } else {
     std::printf("wrote %s: %lld bytes, sha256 %s (verified)\n", out.c_str(), (long long)got_bytes, got_sha.c_str());
   }

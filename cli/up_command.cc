@@ -2,19 +2,15 @@
 // state folder (unless --db is given), the coordinator and N local workers as child processes,
 // prints where each listens, and stops them all in order on Ctrl-C (workers, coordinator,
 // database). Run again with the same --state, it reuses the database: earlier jobs are still there.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <csignal>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +22,7 @@
 #include "common/http_server.h"
 #include "common/pg_cluster.h"
 #include "common/status.h"
+#include "common/subprocess.h"
 
 namespace bpnas {
 namespace {
@@ -38,7 +35,7 @@ void OnUpSignal(int) { g_up_stop = 1; }
 struct Child {
   std::string what;
   std::string log;
-  pid_t pid = -1;
+  std::unique_ptr<Subprocess> process;  // null once it has been stopped or seen to exit
 };
 
 std::string SelfDir() {
@@ -53,23 +50,14 @@ absl::StatusOr<Child> Spawn(const std::string& what, const std::vector<std::stri
   if (access(argv[0].c_str(), X_OK) != 0) {
     return absl::FailedPreconditionError(absl::StrCat(what, ": ", argv[0], " is not there or not executable (build it first)"));
   }
-  pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
-  if (pid == 0) {
-    setpgid(0, 0);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      close(fd);
-    }
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return Child{what, log, pid};
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kFile;
+  options.stdout_file = log;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  options.new_process_group = true;
+  absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(argv, options);
+  if (!process.ok()) return absl::Status(process.status().code(), absl::StrCat(what, ": ", process.status().message()));
+  return Child{what, log, std::move(*process)};
 }
 
 std::string Tail(const std::string& path, int lines) {
@@ -81,19 +69,18 @@ std::string Tail(const std::string& path, int lines) {
   return out;
 }
 
+// SIGTERM, then SIGKILL after `seconds`.
 void StopChild(Child& c, int seconds) {
-  if (c.pid <= 0) return;
-  kill(c.pid, SIGTERM);
-  for (int i = 0; i < seconds * 20; ++i) {
-    if (waitpid(c.pid, nullptr, WNOHANG) == c.pid) {
-      c.pid = -1;
-      return;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  kill(c.pid, SIGKILL);
-  waitpid(c.pid, nullptr, 0);
-  c.pid = -1;
+  if (c.process == nullptr) return;
+  c.process->Terminate(absl::Seconds(seconds));
+  c.process.reset();
+}
+
+// True (once) when the child has exited on its own.
+bool Exited(Child& c) {
+  if (c.process == nullptr || !c.process->Poll().has_value()) return false;
+  c.process.reset();
+  return true;
 }
 
 int PortOf(const std::string& address) {
@@ -167,7 +154,7 @@ int CmdUp(int argc, char** argv) {
     stop_all();
     return Fail(server.status());
   }
-  children.push_back(*server);
+  children.push_back(std::move(*server));
   bool ready = false;
   for (int i = 0; i < 600 && !g_up_stop; ++i) {
     auto r = HttpGet("127.0.0.1", http_port, "/readyz", 1000);
@@ -175,10 +162,7 @@ int CmdUp(int argc, char** argv) {
       ready = true;
       break;
     }
-    if (waitpid(children[0].pid, nullptr, WNOHANG) == children[0].pid) {
-      children[0].pid = -1;
-      break;
-    }
+    if (Exited(children[0])) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (!ready) {
@@ -196,7 +180,7 @@ int CmdUp(int argc, char** argv) {
       stop_all();
       return Fail(w.status());
     }
-    children.push_back(*w);
+    children.push_back(std::move(*w));
   }
 
   std::printf("bpnas up: coordinator on %s (gRPC), http://%s/metrics\n", listen.c_str(), http.c_str());
@@ -213,9 +197,7 @@ int CmdUp(int argc, char** argv) {
   int rc = 0;
   while (!g_up_stop) {
     for (auto& c : children) {
-      int status = 0;
-      if (c.pid > 0 && waitpid(c.pid, &status, WNOHANG) == c.pid) {
-        c.pid = -1;
+      if (Exited(c)) {
         std::fprintf(stderr, "bpnas: %s exited unexpectedly; last lines of %s:\n%s", c.what.c_str(), c.log.c_str(),
                      Tail(c.log, 15).c_str());
         g_up_stop = 1;

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <civetweb.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,13 +10,16 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -266,72 +268,89 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Closes the socket when it goes out of scope.
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  ~FileDescriptor() {
-    if (fd_ >= 0) close(fd_);
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
+constexpr size_t kMaxResponseBytes = 256u << 20;
 
 int MillisLeft(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return left.count() > 0 ? static_cast<int>(left.count()) : 0;
 }
 
-// Waits until `fd` is ready for `events`; false on timeout.
-bool WaitFor(int fd, short events, Clock::time_point deadline) {
-  while (true) {
-    pollfd p{fd, events, 0};
-    const int rc = poll(&p, 1, MillisLeft(deadline));
-    if (rc > 0) return true;
-    if (rc == 0) return false;
-    if (errno != EINTR) return true;  // let the following call report the error
+struct CloseConnection {
+  void operator()(mg_connection* conn) const { mg_close_connection(conn); }
+};
+
+// One GET with civetweb's client. It waits for the reply's headers until `deadline`, but its connect
+// and its body reads have fixed limits of their own (about 10 s and 30 s): HttpGet bounds those.
+absl::StatusOr<std::string> GetWithCivetweb(const std::string& host, int port, const std::string& path,
+                                            const std::string& target, int timeout_ms,
+                                            Clock::time_point deadline) {
+  char error[256] = {0};
+  std::unique_ptr<mg_connection, CloseConnection> conn(
+      mg_connect_client(host.c_str(), port, /*use_ssl=*/0, error, sizeof(error)));
+  if (conn == nullptr) {
+    if (absl::StrContains(error, "timeout")) {
+      return absl::DeadlineExceededError(absl::StrCat("timed out connecting to ", target));
+    }
+    return absl::UnavailableError(absl::StrCat("cannot connect to ", target, ": ", error));
   }
+  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
+                                           "\r\nConnection: close\r\n\r\n");
+  if (mg_write(conn.get(), request.data(), request.size()) != static_cast<int>(request.size())) {
+    return absl::UnavailableError(absl::StrCat("cannot send to ", target));
+  }
+  const int left_ms = MillisLeft(deadline);
+  const Clock::time_point wait_start = Clock::now();
+  if (left_ms <= 0 || mg_get_response(conn.get(), error, sizeof(error), left_ms) < 0) {
+    // civetweb reports a timeout as no data; it gives up only once `left_ms` have passed.
+    if (Clock::now() >= deadline || Clock::now() - wait_start >= std::chrono::milliseconds(left_ms)) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("timed out after ", timeout_ms, " ms reading from ", target));
+    }
+    // civetweb says "No data received" both for a reset and for a close without a reply.
+    if (absl::StrContains(error, "No data received")) {
+      return absl::UnavailableError(
+          absl::StrCat("no reply from ", target, " (the connection was closed or reset)"));
+    }
+    return absl::InternalError(absl::StrCat("reply from ", target, " is not HTTP: ", error));
+  }
+  const mg_response_info* info = mg_get_response_info(conn.get());
+  const int code = info->status_code;
+  const std::string status_line =
+      absl::StrCat("HTTP/", info->http_version != nullptr ? info->http_version : "?", " ", code,
+                   info->status_text != nullptr && *info->status_text != '\0' ? " " : "",
+                   info->status_text != nullptr ? info->status_text : "");
+
+  std::string body;
+  char buffer[16384];
+  for (;;) {
+    const int n = mg_read(conn.get(), buffer, sizeof(buffer));
+    if (n < 0) return absl::UnavailableError(absl::StrCat("cannot read from ", target));
+    if (n == 0) break;
+    body.append(buffer, static_cast<size_t>(n));
+    if (body.size() > kMaxResponseBytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("reply from ", target, " exceeds ", kMaxResponseBytes, " bytes"));
+    }
+  }
+  if (info->content_length >= 0 && body.size() < static_cast<uint64_t>(info->content_length)) {
+    return absl::UnavailableError(absl::StrCat("reply from ", target, " was cut short (", body.size(),
+                                               " of ", info->content_length, " bytes)"));
+  }
+
+  if (code == 200) return body;
+  const std::string message = absl::StrCat("GET ", target, ": ", status_line);
+  if (code == 404) return absl::NotFoundError(message);
+  if (code >= 500) return absl::UnavailableError(message);
+  return absl::FailedPreconditionError(message);
 }
 
-// Connects to one resolved address before the deadline; returns the connected socket or -1 with
-// `*error` set.
-int ConnectOne(const addrinfo* ai, Clock::time_point deadline, absl::Status* error,
-               const std::string& target) {
-  const int fd =
-      socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-  if (fd < 0) {
-    *error = absl::UnavailableError(absl::StrCat("socket(): ", std::strerror(errno)));
-    return -1;
-  }
-  if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) return fd;
-  if (errno != EINPROGRESS) {
-    *error = absl::UnavailableError(
-        absl::StrCat("cannot connect to ", target, ": ", std::strerror(errno)));
-    close(fd);
-    return -1;
-  }
-  if (!WaitFor(fd, POLLOUT, deadline)) {
-    *error = absl::DeadlineExceededError(absl::StrCat("timed out connecting to ", target));
-    close(fd);
-    return -1;
-  }
-  int so_error = 0;
-  socklen_t len = sizeof(so_error);
-  if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
-  if (so_error != 0) {
-    *error = absl::UnavailableError(
-        absl::StrCat("cannot connect to ", target, ": ", std::strerror(so_error)));
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-constexpr size_t kMaxResponseBytes = 256u << 20;
+// The answer of a GET running on its own thread, for a caller that may stop waiting for it.
+struct PendingGet {
+  std::mutex mu;
+  std::condition_variable done_cv;
+  bool done = false;  // guarded by mu
+  absl::StatusOr<std::string> result;  // guarded by mu
+};
 
 }  // namespace
 
@@ -342,102 +361,26 @@ absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std
   if (port <= 0 || port > 65535 || path.empty() || path[0] != '/') {
     return absl::InvalidArgumentError(absl::StrCat("invalid HTTP GET target ", target));
   }
-
-  addrinfo hints;
-  std::memset(&hints, 0, sizeof(hints));
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* resolved = nullptr;
-  const int gai = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &resolved);
-  if (gai != 0) {
-    return absl::UnavailableError(absl::StrCat("cannot resolve ", host, ": ", gai_strerror(gai)));
+  InitCivetwebOnce();
+  // civetweb's client cannot be told to give up at our deadline while connecting or reading the
+  // body, and offers no way to interrupt it; so the exchange runs on a thread of its own that this
+  // call stops waiting for at the deadline. A thread left behind finishes within civetweb's own
+  // limits and then closes its connection.
+  auto pending = std::make_shared<PendingGet>();
+  std::thread([pending, host, port, path, target, timeout_ms, deadline] {
+    absl::StatusOr<std::string> result = GetWithCivetweb(host, port, path, target, timeout_ms, deadline);
+    std::lock_guard<std::mutex> lock(pending->mu);
+    pending->result = std::move(result);
+    pending->done = true;
+    pending->done_cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(pending->mu);
+  // A little past the deadline, so that a header wait timing out reports itself first.
+  if (!pending->done_cv.wait_until(lock, deadline + std::chrono::milliseconds(50),
+                                   [&] { return pending->done; })) {
+    return absl::DeadlineExceededError(absl::StrCat("timed out after ", timeout_ms, " ms waiting for ", target));
   }
-  absl::Status error = absl::UnavailableError(absl::StrCat("no address for ", host));
-  int fd_value = -1;
-  for (const addrinfo* ai = resolved; ai != nullptr && fd_value < 0; ai = ai->ai_next) {
-    fd_value = ConnectOne(ai, deadline, &error, target);
-  }
-  freeaddrinfo(resolved);
-  if (fd_value < 0) return error;
-  FileDescriptor fd(fd_value);
-
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
-                                           "\r\nConnection: close\r\n\r\n");
-  size_t sent = 0;
-  while (sent < request.size()) {
-    if (!WaitFor(fd.get(), POLLOUT, deadline)) {
-      return absl::DeadlineExceededError(absl::StrCat("timed out sending to ", target));
-    }
-    const ssize_t n = send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-      return absl::UnavailableError(
-          absl::StrCat("cannot send to ", target, ": ", std::strerror(errno)));
-    }
-    sent += static_cast<size_t>(n);
-  }
-
-  std::string reply;
-  char buffer[16384];
-  while (true) {
-    if (!WaitFor(fd.get(), POLLIN, deadline)) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("timed out after ", timeout_ms, " ms reading from ", target));
-    }
-    const ssize_t n = recv(fd.get(), buffer, sizeof(buffer), 0);
-    if (n == 0) break;
-    if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
-      return absl::UnavailableError(
-          absl::StrCat("cannot read from ", target, ": ", std::strerror(errno)));
-    }
-    reply.append(buffer, static_cast<size_t>(n));
-    if (reply.size() > kMaxResponseBytes) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("reply from ", target, " exceeds ", kMaxResponseBytes, " bytes"));
-    }
-  }
-
-  const size_t line_end = reply.find("\r\n");
-  const size_t header_end = reply.find("\r\n\r\n");
-  if (line_end == std::string::npos || header_end == std::string::npos ||
-      reply.compare(0, 5, "HTTP/") != 0) {
-    return absl::InternalError(absl::StrCat("reply from ", target, " is not HTTP"));
-  }
-  const std::string status_line = reply.substr(0, line_end);
-  const size_t code_start = status_line.find(' ');
-  int code = 0;
-  if (code_start == std::string::npos ||
-      !absl::SimpleAtoi(absl::string_view(status_line).substr(code_start + 1, 3), &code)) {
-    return absl::InternalError(
-        absl::StrCat("reply from ", target, " has a bad status line: ", status_line));
-  }
-  std::string body = reply.substr(header_end + 4);
-
-  // Honour Content-Length when the server sent one. `headers` is "\r\nName: value\r\n...\r\n".
-  const std::string headers =
-      absl::AsciiStrToLower(reply.substr(line_end, header_end + 2 - line_end));
-  const size_t cl = headers.find("\r\ncontent-length:");
-  if (cl != std::string::npos) {
-    const size_t value_start = cl + std::strlen("\r\ncontent-length:");
-    const size_t value_end = headers.find("\r\n", value_start);
-    uint64_t length = 0;
-    if (absl::SimpleAtoi(absl::StripAsciiWhitespace(absl::string_view(headers).substr(
-                             value_start, value_end - value_start)),
-                         &length)) {
-      if (body.size() < length) {
-        return absl::UnavailableError(absl::StrCat("reply from ", target, " was cut short (",
-                                                   body.size(), " of ", length, " bytes)"));
-      }
-      body.resize(length);
-    }
-  }
-
-  if (code == 200) return body;
-  const std::string message = absl::StrCat("GET ", target, ": ", status_line);
-  if (code == 404) return absl::NotFoundError(message);
-  if (code >= 500) return absl::UnavailableError(message);
-  return absl::FailedPreconditionError(message);
+  return std::move(pending->result);
 }
 
 }  // namespace bpnas

@@ -3,10 +3,11 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
-#include <cstdio>
 #include <cstdlib>
 #include <set>
 #include <utility>
+
+#include "common/log.h"
 
 namespace bpnas {
 namespace {
@@ -16,8 +17,7 @@ using metrics_internal::MetricType;
 
 // Misuse of the registry is a bug in the caller's constants, not a runtime condition to handle.
 [[noreturn]] void Fail(const std::string& message) {
-  std::fprintf(stderr, "bpnas metrics: %s\n", message.c_str());
-  std::fflush(stderr);
+  LogError("metrics", message);
   std::abort();
 }
 

@@ -1,16 +1,13 @@
 #include "common/pg_cluster.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/un.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -29,8 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
-
-extern char** environ;
+#include "common/subprocess.h"
 
 namespace bpnas {
 namespace {
@@ -42,65 +38,18 @@ constexpr char kConfFile[] = "bpnas.conf";
 constexpr char kIncludeLine[] = "include_if_exists = 'bpnas.conf'";
 
 // Runs argv[0] (an absolute path) with argv, in `cwd`, and collects what it writes to stdout and
-// stderr. Returns the exit status (128 + signal number when killed), or INTERNAL when it could not
-// be started at all.
+// stderr. Returns the exit status (128 + signal number when killed), or the error that kept it
+// from starting.
 absl::StatusOr<int> RunCommand(const std::vector<std::string>& argv, const std::string& cwd,
                                std::string* output) {
-  // Everything the child needs is prepared before fork(): after it, only async-signal-safe calls.
-  std::vector<char*> args;
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  long max_fd = sysconf(_SC_OPEN_MAX);
-  if (max_fd < 0 || max_fd > 65536) max_fd = 65536;
-
-  int pipe_fds[2];
-  if (pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  }
-  pid_t pid = fork();
-  if (pid < 0) {
-    int err = errno;
-    close(pipe_fds[0]);
-    close(pipe_fds[1]);
-    return absl::InternalError(absl::StrCat("fork: ", std::strerror(err)));
-  }
-  if (pid == 0) {
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, 0);
-    dup2(pipe_fds[1], 1);
-    dup2(pipe_fds[1], 2);
-    // Nothing else of ours may leak into the server that pg_ctl leaves running.
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
-#endif
-    {
-      for (long fd = 3; fd < max_fd; ++fd) close(static_cast<int>(fd));
-    }
-    if (chdir(cwd.c_str()) != 0) _exit(126);
-    execve(args[0], args.data(), environ);
-    _exit(127);
-  }
-  close(pipe_fds[1]);
-  output->clear();
-  char buffer[4096];
-  while (true) {
-    ssize_t n = read(pipe_fds[0], buffer, sizeof(buffer));
-    if (n > 0) {
-      output->append(buffer, static_cast<size_t>(n));
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      break;
-    }
-  }
-  close(pipe_fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return absl::InternalError(absl::StrCat("waitpid: ", std::strerror(errno)));
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return 255;
+  SubprocessOptions options;
+  options.working_dir = cwd;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  absl::StatusOr<SubprocessResult> result = RunSubprocess(argv, options);
+  if (!result.ok()) return result.status();
+  *output = std::move(result->stdout_text);
+  return result->exit_code;
 }
 
 // The newest /usr/lib/postgresql/<version>/bin holding initdb, pg_ctl and psql ("" if none).

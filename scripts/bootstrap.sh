@@ -8,7 +8,7 @@ PACKAGES=(
   protobuf-compiler libprotobuf-dev protobuf-compiler-grpc libgrpc++-dev libabsl-dev
   libpqxx-dev libpq-dev postgresql
   libtorch-dev libgloo-dev zlib1g-dev
-  libcivetweb-dev
+  libcivetweb-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   prometheus
   dataset-fashion-mnist

@@ -1,9 +1,9 @@
 #include "server/job_manager.h"
 
 #include <chrono>
-#include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "spec/spec.h"
 
@@ -95,8 +95,8 @@ void JobManager::Loop() {
     // A database outage shows up here every pass: say it once, and once when it heals.
     std::string now = s.ok() ? "" : std::string(s.message());
     if (now != last_error) {
-      if (!s.ok()) std::cerr << "scheduler: " << StatusToString(s) << "\n";
-      else std::cerr << "scheduler: store reachable again\n";
+      if (!s.ok()) LogWarning("scheduler", StatusToString(s));
+      else LogInfo("scheduler", "store reachable again");
       last_error = now;
     }
   }

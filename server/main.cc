@@ -1,7 +1,6 @@
 // bpnas-server: the coordinator (DESIGN.md §1). Options come from flags here and nowhere else.
 #include <csignal>
 #include <cstdlib>
-#include <iostream>
 #include <memory>
 #include <thread>
 
@@ -11,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/http_server.h"
+#include "common/log.h"
 #include "common/status.h"
 #include "server/coordinator.h"
 #include "server/pg/migrations.h"
@@ -27,11 +27,15 @@ ABSL_FLAG(int, heartbeat_ms, 1000, "heartbeat interval workers are told to keep"
 ABSL_FLAG(int, max_attempts, 3, "attempts per job before it is FAILED");
 ABSL_FLAG(int, max_ranks, 16, "largest number of data-parallel ranks a job may ask for");
 ABSL_FLAG(int, progress_writers, 2, "threads committing batched progress reports");
+ABSL_FLAG(std::string, log_level, "",
+          "least severe log line written: DEBUG, INFO, WARNING or ERROR; empty: $BPNAS_LOG_LEVEL, else INFO");
 ABSL_FLAG(int, grpc_max_pollers, 128,
           "gRPC threads kept polling (at least the number of calls expected in flight: a progress report "
           "holds its thread until its batch commits, and threads above this are created per call)");
 
 namespace {
+
+constexpr char kComponent[] = "server";
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
@@ -41,11 +45,11 @@ int Run() {
   const std::string dsn = absl::GetFlag(FLAGS_db);
   if (absl::GetFlag(FLAGS_lease_seconds) <= 0 || absl::GetFlag(FLAGS_heartbeat_ms) <= 0 ||
       absl::GetFlag(FLAGS_max_attempts) < 1 || absl::GetFlag(FLAGS_db_pool) < 1 || absl::GetFlag(FLAGS_max_ranks) < 1) {
-    std::cerr << "bpnas-server: --lease_seconds, --heartbeat_ms, --max_attempts, --db_pool and --max_ranks must be positive\n";
+    LogError(kComponent, "--lease_seconds, --heartbeat_ms, --max_attempts, --db_pool and --max_ranks must be positive");
     return 2;
   }
   if (absl::GetFlag(FLAGS_heartbeat_ms) >= absl::GetFlag(FLAGS_lease_seconds) * 1000) {
-    std::cerr << "bpnas-server: --heartbeat_ms must be shorter than --lease_seconds\n";
+    LogError(kComponent, "--heartbeat_ms must be shorter than --lease_seconds");
     return 2;
   }
 
@@ -58,12 +62,12 @@ int Run() {
     absl::SleepFor(absl::Milliseconds(500));
   }
   if (!migrated.ok()) {
-    std::cerr << "bpnas-server: " << StatusToString(migrated) << "\n";
+    LogError(kComponent, StatusToString(migrated));
     return 1;
   }
   auto store = PgJobStore::Open(dsn, absl::GetFlag(FLAGS_db_pool));
   if (!store.ok()) {
-    std::cerr << "bpnas-server: " << StatusToString(store.status()) << "\n";
+    LogError(kComponent, StatusToString(store.status()));
     return 1;
   }
 
@@ -80,25 +84,24 @@ int Run() {
   if (!absl::GetFlag(FLAGS_http).empty()) {
     auto h = HttpServer::Start(absl::GetFlag(FLAGS_http), 2);
     if (!h.ok()) {
-      std::cerr << "bpnas-server: --http " << absl::GetFlag(FLAGS_http) << ": " << StatusToString(h.status()) << "\n";
+      LogError(kComponent, "--http ", absl::GetFlag(FLAGS_http), ": ", StatusToString(h.status()));
       return 1;
     }
     http = std::move(*h);
   }
   auto coordinator = Coordinator::Start(store->get(), co);
   if (!coordinator.ok()) {
-    std::cerr << "bpnas-server: --listen: " << StatusToString(coordinator.status()) << "\n";
+    LogError(kComponent, "--listen: ", StatusToString(coordinator.status()));
     return 1;
   }
   if (http) (*coordinator)->ServeHttp(http.get());
-  std::cout << "bpnas-server: gRPC on " << absl::GetFlag(FLAGS_listen);
-  if (http) std::cout << ", HTTP on port " << http->port();
-  std::cout << std::endl;
+  LogInfo(kComponent, "gRPC on ", absl::GetFlag(FLAGS_listen),
+          http ? absl::StrCat(", HTTP on port ", http->port()) : std::string());
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  std::cout << "bpnas-server: shutting down" << std::endl;
+  LogInfo(kComponent, "shutting down");
   http.reset();  // its handlers use the coordinator
   coordinator->reset();
   return 0;
@@ -111,5 +114,9 @@ int main(int argc, char** argv) {
       "the bpnas coordinator: keeps jobs in PostgreSQL, serves SearchService and WorkerService over gRPC.\n"
       "  bpnas-server --db 'host=... dbname=bpnas' [--listen 127.0.0.1:50051] [--http 127.0.0.1:9464]");
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status s = bpnas::SetMinLogLevelFromFlag(absl::GetFlag(FLAGS_log_level)); !s.ok()) {
+    bpnas::LogError(kComponent, "--log_level: ", s.message());
+    return 2;
+  }
   return Run();
 }

@@ -8,8 +8,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/strings/str_split.h"
+#include "common/subprocess.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace bpnas {
@@ -18,6 +22,26 @@ namespace bpnas {
 inline std::string Bin(const std::string& name) {
   const char* dir = std::getenv("BPNAS_BIN_DIR");
   return std::string(dir ? dir : ".") + "/" + name;
+}
+
+// Bin(name) followed by `args` split at spaces (no quoting: the tests' paths and values have no
+// spaces), as the argv of a child process.
+inline std::vector<std::string> BinArgv(const std::string& name, const std::string& args) {
+  std::vector<std::string> argv = {Bin(name)};
+  for (absl::string_view a : absl::StrSplit(args, ' ', absl::SkipEmpty())) argv.emplace_back(a);
+  return argv;
+}
+
+// Starts a long-running binary with its stdout and stderr appended to `log`. A failure to start it
+// fails the test and returns null.
+inline std::unique_ptr<Subprocess> StartBin(const std::vector<std::string>& argv, const std::string& log) {
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kFile;
+  options.stdout_file = log;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(argv, options);
+  EXPECT_TRUE(started.ok()) << started.status();
+  return started.ok() ? std::move(*started) : nullptr;
 }
 
 inline std::string ReadFile(const std::string& path) {

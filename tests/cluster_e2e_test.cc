@@ -4,14 +4,13 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -20,6 +19,7 @@
 #include "common/pg_cluster.h"
 #include "tests/binary_test_util.h"
 #include "common/sha256.h"
+#include "common/subprocess.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace bpnas {
@@ -33,20 +33,20 @@ struct CliRun {
 };
 
 CliRun RunCli(const std::string& args) {
-  const std::string err = ::testing::TempDir() + "/cli_stderr.txt";
-  const std::string cmd = Bin("bpnas") + " " + args + " 2>" + err;
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kCapture;
   CliRun r;
   const auto t0 = std::chrono::steady_clock::now();
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  absl::StatusOr<SubprocessResult> run = RunSubprocess(BinArgv("bpnas", args), options);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::ifstream e(err);
-  r.all = r.out + std::string((std::istreambuf_iterator<char>(e)), std::istreambuf_iterator<char>());
+  if (!run.ok()) {
+    r.all = run.status().ToString();
+    return r;
+  }
+  r.exit_code = run->exit_code;
+  r.out = run->stdout_text;
+  r.all = run->stdout_text + run->stderr_text;
   return r;
 }
 
@@ -84,22 +84,15 @@ class Cluster : public ::testing::Test {
   static void TearDownTestSuite() { StopUp(); }
 
   static void StartUp() {
-    up_pid_ = fork();
-    if (up_pid_ == 0) {
-      const std::string log = state_ + ".up.log";
-      freopen(log.c_str(), "a", stdout);
-      freopen(log.c_str(), "a", stderr);
-      const std::string listen = server_, http = "127.0.0.1:" + std::to_string(http_port_);
-      execl(Bin("bpnas").c_str(), "bpnas", "up", "--workers", "1", "--threads", "1", "--state", state_.c_str(),
-            "--listen", listen.c_str(), "--http", http.c_str(), (char*)nullptr);
-      _exit(127);
-    }
+    up_ = StartBin({Bin("bpnas"), "up", "--workers", "1", "--threads", "1", "--state", state_, "--listen", server_,
+                    "--http", "127.0.0.1:" + std::to_string(http_port_)},
+                   state_ + ".up.log");
+    ASSERT_NE(up_, nullptr);
     // Ready when the coordinator answers.
     for (int i = 0; i < 120; ++i) {
       if (RunCli("list --server " + server_ + " --timeout 1").exit_code == 0) return;
-      int status = 0;
-      if (waitpid(up_pid_, &status, WNOHANG) == up_pid_) {
-        up_pid_ = -1;
+      if (up_->Poll().has_value()) {
+        up_.reset();
         break;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -107,18 +100,13 @@ class Cluster : public ::testing::Test {
     FAIL() << "bpnas up did not come up; its log:\n" << ReadFile(state_ + ".up.log");
   }
   static void StopUp() {
-    if (up_pid_ <= 0) return;
-    kill(up_pid_, SIGINT);
-    int status = 0;
-    for (int i = 0; i < 600 && waitpid(up_pid_, &status, WNOHANG) == 0; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    if (waitpid(up_pid_, &status, WNOHANG) == 0) {
-      kill(up_pid_, SIGKILL);
-      waitpid(up_pid_, &status, 0);
+    if (up_ == nullptr) return;
+    up_->Signal(SIGINT);
+    if (!up_->Wait(absl::Seconds(30)).ok()) {
+      up_->Kill();
       ADD_FAILURE() << "bpnas up did not stop within 30 s of Ctrl-C";
     }
-    up_pid_ = -1;
+    up_.reset();
   }
 
   static bpnas::v1::Job Status(const std::string& id) {
@@ -129,11 +117,11 @@ class Cluster : public ::testing::Test {
 
   static std::string state_, server_;
   static int grpc_port_, http_port_;
-  static pid_t up_pid_;
+  static std::unique_ptr<Subprocess> up_;
 };
 std::string Cluster::state_, Cluster::server_;
 int Cluster::grpc_port_ = 0, Cluster::http_port_ = 0;
-pid_t Cluster::up_pid_ = -1;
+std::unique_ptr<Subprocess> Cluster::up_;
 
 TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
   const std::string spec = WriteFile("e2e_tiny.json", TinySpec(2));

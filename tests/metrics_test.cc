@@ -4,9 +4,9 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/http_server.h"
+#include "common/subprocess.h"
 
 namespace bpnas {
 namespace {
@@ -339,16 +340,16 @@ TEST(HttpServer, ServedMetricsPassPromtoolCheck) {
   close(fd);
   const std::string path = path_template;
   std::ofstream(path) << *body;
-  const std::string command = "'" + promtool + "' check metrics < " + path + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  ASSERT_NE(pipe, nullptr);
-  std::string output;
-  char buffer[512];
-  while (fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
-  const int status = pclose(pipe);
+  SubprocessOptions options;
+  options.stdin_file = path;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  absl::StatusOr<SubprocessResult> check =
+      RunSubprocess({promtool, "check", "metrics"}, options, absl::Seconds(60));
   std::remove(path.c_str());
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 0) << output << "\n--- exposition ---\n" << *body;
+  ASSERT_TRUE(check.ok()) << check.status();
+  const std::string& output = check->stdout_text;
+  EXPECT_EQ(check->exit_code, 0) << output << "\n--- exposition ---\n" << *body;
   EXPECT_EQ(output, "") << "promtool lint complaints:\n" << output;
 }
 
@@ -460,6 +461,36 @@ TEST(HttpGet, SilentServerTimesOut) {
   ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   absl::StatusOr<std::string> body = HttpGet("127.0.0.1", ntohs(addr.sin_port), "/", 200);
   EXPECT_EQ(body.status().code(), absl::StatusCode::kDeadlineExceeded) << body.status();
+  close(fd);
+}
+
+TEST(HttpGet, ServerThatStallsMidBodyTimesOutAtTheDeadline) {
+  // Headers promise 100 bytes; 5 come, then nothing until the server gives up 2.5 s later.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 4), 0);
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  std::thread server([fd] {
+    const int conn = accept(fd, nullptr, nullptr);
+    if (conn < 0) return;
+    char request[1024];
+    (void)read(conn, request, sizeof(request));
+    const std::string head = "HTTP/1.0 200 OK\r\nContent-Length: 100\r\n\r\nhello";
+    (void)write(conn, head.data(), head.size());
+    pollfd p{conn, POLLIN, 0};
+    poll(&p, 1, 2500);  // until the client goes away, at most 2.5 s
+    close(conn);
+  });
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::string> body = HttpGet("127.0.0.1", ntohs(addr.sin_port), "/", 300);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(body.status().code(), absl::StatusCode::kDeadlineExceeded) << body.status();
+  EXPECT_LT(seconds, 2.0);
+  server.join();
   close(fd);
 }
 

@@ -8,15 +8,14 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -24,6 +23,7 @@
 #include "bpnas/v1/service.pb.h"
 #include "common/http_server.h"
 #include "common/pg_cluster.h"
+#include "common/subprocess.h"
 #include "tests/binary_test_util.h"
 #include "google/protobuf/util/json_util.h"
 
@@ -32,32 +32,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-pid_t Spawn(const std::vector<std::string>& argv, const std::string& log) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    freopen(log.c_str(), "a", stdout);
-    freopen(log.c_str(), "a", stderr);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-void Stop(pid_t* pid, int sig = SIGTERM) {
-  if (*pid <= 0) return;
-  kill(*pid, sig);
-  int status;
-  for (int i = 0; i < 200 && waitpid(*pid, &status, WNOHANG) == 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  if (waitpid(*pid, &status, WNOHANG) == 0) {
-    kill(*pid, SIGKILL);
-    waitpid(*pid, &status, 0);
-  }
-  *pid = -1;
+// SIGTERM (or `sig`), up to 10 s to exit, then SIGKILL.
+void Stop(std::unique_ptr<Subprocess>* process, int sig = SIGTERM) {
+  if (*process == nullptr) return;
+  (*process)->Signal(sig);
+  if (!(*process)->Wait(absl::Seconds(10)).ok()) (*process)->Kill();
+  process->reset();
 }
 
 struct Cli {
@@ -98,7 +78,7 @@ class Recovery : public ::testing::Test {
   }
 
   static void StartServer() {
-    server_ = Spawn({Bin("bpnas-server"), "--listen", server_address_, "--db", pg_->dsn(), "--http",
+    server_ = StartBin({Bin("bpnas-server"), "--listen", server_address_, "--db", pg_->dsn(), "--http",
                      "127.0.0.1:" + std::to_string(http_port_), "--lease_seconds", "3", "--heartbeat_ms", "300",
                      "--max_attempts", "3"},
                     dir_ + "/server.log");
@@ -106,8 +86,8 @@ class Recovery : public ::testing::Test {
   }
   // Starts worker `i` (metrics on http_port_ + 1 + i).
   static void StartWorker(size_t i) {
-    if (workers_.size() <= i) workers_.resize(i + 1, -1);
-    workers_[i] = Spawn({Bin("bpnas-worker"), "--server", server_address_, "--threads", "1", "--name",
+    if (workers_.size() <= i) workers_.resize(i + 1);
+    workers_[i] = StartBin({Bin("bpnas-worker"), "--server", server_address_, "--threads", "1", "--name",
                          "w" + std::to_string(i), "--http", "127.0.0.1:" + std::to_string(http_port_ + 1 + i),
                          "--collective_timeout_seconds", "10"},
                         dir_ + "/worker-" + std::to_string(i) + ".log");
@@ -116,13 +96,14 @@ class Recovery : public ::testing::Test {
 
   static Cli Run(const std::string& args) {
     Cli r;
-    const std::string cmd = Bin("bpnas") + " " + args + " --server " + server_address_ + " --timeout 5 2>/dev/null";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-    const int status = pclose(p);
-    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    SubprocessOptions options;
+    options.stdout_to = SubprocessOptions::Output::kCapture;
+    options.stderr_to = SubprocessOptions::Output::kDiscard;
+    absl::StatusOr<SubprocessResult> run =
+        RunSubprocess(BinArgv("bpnas", args + " --server " + server_address_ + " --timeout 5"), options);
+    if (!run.ok()) return r;
+    r.exit_code = run->exit_code;
+    r.out = std::move(run->stdout_text);
     return r;
   }
   static std::string Submit(const std::string& name, const std::string& json) {
@@ -166,14 +147,14 @@ class Recovery : public ::testing::Test {
   static std::string dir_, server_address_;
   static int grpc_port_, http_port_;
   static LocalPostgres* pg_;
-  static pid_t server_;
-  static std::vector<pid_t> workers_;
+  static std::unique_ptr<Subprocess> server_;
+  static std::vector<std::unique_ptr<Subprocess>> workers_;
 };
 std::string Recovery::dir_, Recovery::server_address_;
 int Recovery::grpc_port_ = 0, Recovery::http_port_ = 0;
 LocalPostgres* Recovery::pg_ = nullptr;
-pid_t Recovery::server_ = -1;
-std::vector<pid_t> Recovery::workers_;
+std::unique_ptr<Subprocess> Recovery::server_;
+std::vector<std::unique_ptr<Subprocess>> Recovery::workers_;
 
 TEST_F(Recovery, AKilledWorkersJobResumesFromItsCheckpointAndSucceeds) {
   StartWorker(0);

@@ -1,9 +1,7 @@
 // End-to-end: the `bpnas` binary on real Fashion-MNIST subsets (Debian package
 // dataset-fashion-mnist). Skips if the data folder is missing.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -12,7 +10,9 @@
 
 #include "google/protobuf/util/json_util.h"
 #include "bpnas/v1/model.pb.h"
+#include "common/subprocess.h"
 #include "spec/spec.h"
+#include "tests/binary_test_util.h"
 
 namespace bpnas {
 namespace {
@@ -23,16 +23,17 @@ struct CliRun {
 };
 
 CliRun Bpnas(const std::string& args) {
-  const char* bin = std::getenv("BPNAS_BIN_DIR");
-  std::string cmd = std::string(bin ? bin : ".") + "/bpnas " + args + " 2>&1";
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
   CliRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  absl::StatusOr<SubprocessResult> run = RunSubprocess(BinArgv("bpnas", args), options);
+  if (!run.ok()) {
+    r.output = run.status().ToString();
+    return r;
+  }
+  r.exit_code = run->exit_code;
+  r.output = std::move(run->stdout_text);
   return r;
 }
 

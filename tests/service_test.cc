@@ -16,6 +16,7 @@
 #include "bpnas/v1/service.grpc.pb.h"
 #include "common/http_server.h"
 #include "common/sha256.h"
+#include "common/subprocess.h"
 #include "google/protobuf/util/json_util.h"
 #include "server/coordinator.h"
 #include "server/pg/pg_job_store.h"
@@ -554,14 +555,14 @@ TEST_F(ServiceTest, MetricsPassPromtoolAndShowRpcsJobsAndRunningJobGauges) {
 
   const std::string path = ::testing::TempDir() + "/server_metrics.txt";
   std::ofstream(path) << *body;
-  FILE* p = popen(("promtool check metrics < " + path + " 2>&1").c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[512];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  EXPECT_EQ(pclose(p), 0) << out;
-  EXPECT_EQ(out, "") << out;
+  SubprocessOptions options;
+  options.stdin_file = path;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  absl::StatusOr<SubprocessResult> check = RunSubprocess({"promtool", "check", "metrics"}, options, absl::Seconds(60));
+  ASSERT_TRUE(check.ok()) << check.status();
+  EXPECT_EQ(check->exit_code, 0) << check->stdout_text;
+  EXPECT_EQ(check->stdout_text, "") << check->stdout_text;
 
   // Once the job ends, its gauges go.
   grpc::ClientContext ctx;

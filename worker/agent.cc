@@ -3,12 +3,12 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <iostream>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/grpc_status.h"
+#include "common/log.h"
 #include "common/sha256.h"
 #include "common/status.h"
 #include "worker/collective.h"
@@ -38,7 +38,7 @@ struct WorkerAgent::Running {
 
 namespace {
 
-void Log(const std::string& line) { std::cerr << "bpnas-worker: " << line << std::endl; }
+constexpr char kComponent[] = "worker";
 
 // Streams `first`, then `data` in chunks of at most `chunk_bytes` (the first chunk rides in `first`),
 // and half-closes the stream. A write the server refused ends the loop; Finish() then says why.
@@ -113,7 +113,7 @@ absl::Status WorkerAgent::RegisterOnce() {
   if (!s.ok()) return FromGrpcStatus(s);
   worker_id_ = resp.worker_id();
   heartbeat_ms_ = std::max<int>(50, int(resp.heartbeat_interval_ms()));
-  Log(absl::StrCat("registered with ", options_.server, " as ", worker_id_));
+  LogInfo(kComponent, "registered with ", options_.server, " as ", worker_id_);
   return absl::OkStatus();
 }
 
@@ -122,7 +122,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
   std::string last_error;
   auto note_error = [&](const absl::Status& s) {
     std::string msg = StatusToString(s);
-    if (msg != last_error) Log(msg);
+    if (msg != last_error) LogWarning(kComponent, msg);
     last_error = msg;
   };
   while (!*stop) {
@@ -159,7 +159,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
         // The coordinator forgot us or declared us lost: whatever we run is no longer ours.
         if (running_ != nullptr) running_->RequestStop();
         worker_id_.clear();
-        Log("the coordinator does not know this worker any more; registering again");
+        LogInfo(kComponent, "the coordinator does not know this worker any more; registering again");
         continue;
       }
       note_error(FromGrpcStatus(s));
@@ -169,7 +169,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
       continue;
     }
     connected_->Set({}, 1);
-    if (!last_error.empty()) Log("connected to the coordinator again");
+    if (!last_error.empty()) LogInfo(kComponent, "connected to the coordinator again");
     last_error.clear();
     backoff_ms = 200;
     switch (resp.action()) {
@@ -183,7 +183,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
         break;
       case bpnas::v1::HeartbeatResponse::STOP:
         if (running_ != nullptr && !running_->stop) {
-          Log(absl::StrCat("stopping job ", running_->assignment.job_id(), " (the coordinator ended its attempt)"));
+          LogInfo(kComponent, "stopping job ", running_->assignment.job_id(), " (the coordinator ended its attempt)");
           running_->RequestStop();
         }
         break;
@@ -204,7 +204,7 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
 }
 
 void WorkerAgent::StartAssignment(const bpnas::v1::Assignment& a) {
-  Log(absl::StrCat("running job ", a.job_id(), " attempt ", a.attempt(), " rank ", a.rank(), "/", a.world_size()));
+  LogInfo(kComponent, "running job ", a.job_id(), " attempt ", a.attempt(), " rank ", a.rank(), "/", a.world_size());
   running_ = std::make_unique<Running>();
   running_->assignment = a;
   busy_->Set({}, 1);
@@ -224,11 +224,11 @@ void WorkerAgent::RunAssignment(Running* r) {
     // coordinator has ended the attempt, this is a stop, not a failure to report.
     if (r->stop || !AttemptStillActive(r)) {
       attempts_->WithLabels({"stopped"}).Inc();
-      Log(absl::StrCat("job ", a.job_id(), " stopped"));
+      LogInfo(kComponent, "job ", a.job_id(), " stopped");
       return;
     }
     attempts_->WithLabels({"failed"}).Inc();
-    Log(absl::StrCat("job ", a.job_id(), " failed: ", StatusToString(s)));
+    LogWarning(kComponent, "job ", a.job_id(), " failed: ", StatusToString(s));
     (void)Complete(r, false, StatusToString(s), "", bpnas::v1::SearchResult());
   };
   const bool leader = a.rank() == 0;
@@ -268,7 +268,7 @@ void WorkerAgent::RunAssignment(Running* r) {
     if (!s.ok()) {
       steps_reported_->WithLabels({"dropped"}).Inc();
       if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) r->stop = true;  // attempt ended
-      if (!dropped_logged) Log(absl::StrCat("progress report not stored (", s.error_message(), "); training on"));
+      if (!dropped_logged) LogWarning(kComponent, "progress report not stored (", s.error_message(), "); training on");
       dropped_logged = true;
       return;
     }
@@ -280,20 +280,20 @@ void WorkerAgent::RunAssignment(Running* r) {
     run.checkpoint = [&](const std::string& phase, const std::string& state, int64_t job_step) {
       absl::Status up = UploadCheckpoint(r, job_step, state);
       checkpoints_->WithLabels({up.ok() ? "stored" : "failed"}).Inc();
-      if (!up.ok()) Log(absl::StrCat("checkpoint (", phase, ") not stored: ", StatusToString(up)));
+      if (!up.ok()) LogWarning(kComponent, "checkpoint (", phase, ") not stored: ", StatusToString(up));
     };
   }
   if (a.has_checkpoint()) {
     auto state = FetchCheckpoint(r);
     if (!state.ok()) return fail(state.status());
-    Log(absl::StrCat("job ", a.job_id(), " resumes from its checkpoint at step ", state->first));
+    LogInfo(kComponent, "job ", a.job_id(), " resumes from its checkpoint at step ", state->first);
     run.resume_from = std::move(state->second);
   }
   auto model = RunJob(*plan, *data, run);
   if (!model.ok()) {
     if (model.status().code() == absl::StatusCode::kCancelled && r->stop) {
       attempts_->WithLabels({"stopped"}).Inc();
-      Log(absl::StrCat("job ", a.job_id(), " stopped"));
+      LogInfo(kComponent, "job ", a.job_id(), " stopped");
       return;
     }
     return fail(model.status());
@@ -301,18 +301,18 @@ void WorkerAgent::RunAssignment(Running* r) {
   if (!leader) {
     // Rank 0 hands in the model (every rank holds the same one); this rank is done.
     attempts_->WithLabels({"succeeded"}).Inc();
-    Log(absl::StrCat("job ", a.job_id(), " rank ", a.rank(), " done"));
+    LogInfo(kComponent, "job ", a.job_id(), " rank ", a.rank(), " done");
     return;
   }
   const std::string bytes = SerializeModel(*model);
   absl::Status done = Complete(r, true, "", bytes, model->result());
   if (done.ok()) {
     attempts_->WithLabels({"succeeded"}).Inc();
-    Log(absl::StrCat("job ", a.job_id(), " done: ", bytes.size(), " bytes uploaded, test accuracy ",
-                     model->result().test_accuracy(), "%"));
+    LogInfo(kComponent, "job ", a.job_id(), " done: ", bytes.size(), " bytes uploaded, test accuracy ",
+            model->result().test_accuracy(), "%");
   } else {
     attempts_->WithLabels({"failed"}).Inc();
-    Log(absl::StrCat("job ", a.job_id(), ": could not hand in the result: ", StatusToString(done)));
+    LogWarning(kComponent, "job ", a.job_id(), ": could not hand in the result: ", StatusToString(done));
   }
 }
 
@@ -386,7 +386,7 @@ absl::Status WorkerAgent::JoinRanks(Running* r) {
   std::lock_guard<std::mutex> lock(r->mu);
   r->collective = std::move(collective);
   if (r->stop) r->collective->Abort();
-  Log(absl::StrCat("rank ", a.rank(), "/", a.world_size(), " joined its peers"));
+  LogInfo(kComponent, "rank ", a.rank(), "/", a.world_size(), " joined its peers");
   return absl::OkStatus();
 }
 
