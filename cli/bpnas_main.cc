@@ -26,7 +26,7 @@
 #include "cli/client_commands.h"
 #include "cli/progress.h"
 #include "common/memory.h"
-#include "common/passive_openmp.h"
+#include "common/openmp_wait.h"
 #include "common/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "worker/engine/artifact.h"
@@ -365,10 +365,10 @@ int CmdEval(int argc, char** argv) {
 }  // namespace bpnas
 
 int main(int argc, char** argv) {
-  // The commands that train: their OpenMP threads must not spin beside other processes.
+  // The commands that train: their OpenMP threads must not spin long beside other processes.
   if (argc >= 2) {
     const std::string cmd = argv[1];
-    if (cmd == "search" || cmd == "eval" || cmd == "pretrain") bpnas::ReexecWithPassiveOpenMp(argv);
+    if (cmd == "search" || cmd == "eval" || cmd == "pretrain") bpnas::ReexecWithShortOpenMpSpin(argv);
   }
   bpnas::TuneAllocatorForTraining();
   if (argc < 2) {

@@ -11,7 +11,7 @@
 #include "common/http_server.h"
 #include "common/log.h"
 #include "common/memory.h"
-#include "common/passive_openmp.h"
+#include "common/openmp_wait.h"
 #include "common/status.h"
 #include "worker/agent.h"
 
@@ -34,7 +34,7 @@ void OnSignal(int) { g_stop = true; }
 }  // namespace
 
 int main(int argc, char** argv) {
-  bpnas::ReexecWithPassiveOpenMp(argv);  // before anything else: it starts the program again
+  bpnas::ReexecWithShortOpenMpSpin(argv);  // before anything else: it starts the program again
   absl::SetProgramUsageMessage(
       "one bpnas search rank: registers with the coordinator and runs the searches it is given.\n"
       "  bpnas-worker --server HOST:50051 [--device cpu] [--threads N] [--http 127.0.0.1:9465]");
