@@ -17,22 +17,21 @@
 //        --naive-rounds R (3), --profile VARIANT (run only fp32 | fixed4 | wstep | astep | naive, for
 //        --profile-steps N steps, and exit: for a profiler; --trace FILE adds a Chrome trace of the
 //        operators), plus Google Benchmark flags (e.g. --benchmark_filter=none).
-#include <benchmark/benchmark.h>
-
-#include <ATen/Parallel.h>
-#include <torch/csrc/autograd/profiler_legacy.h>
-#include <torch/nn/functional.h>
-#include <torch/optim/adam.h>
-#include <torch/optim/sgd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <vector>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <benchmark/benchmark.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/nn/functional.h>
+#include <torch/optim/adam.h>
+#include <torch/optim/sgd.h>
 
 #include "common/memory.h"
 #include "worker/engine/barrier.h"
@@ -71,8 +70,10 @@ Fixture Make(bool quantize, bool fused, int pin_bits) {
   f.net = Supernet(f.plan.graph, q);
   if (pin_bits > 0) {
     int wi = 0, ai = 0;
-    for (size_t i = 0; i < q.weight_bits.size(); ++i) if (q.weight_bits[i] == pin_bits) wi = int(i);
-    for (size_t i = 0; i < q.activation_bits.size(); ++i) if (q.activation_bits[i] == pin_bits) ai = int(i);
+    for (size_t i = 0; i < q.weight_bits.size(); ++i)
+      if (q.weight_bits[i] == pin_bits) wi = int(i);
+    for (size_t i = 0; i < q.activation_bits.size(); ++i)
+      if (q.activation_bits[i] == pin_bits) ai = int(i);
     for (auto l : f.net->searchable_layers()) l->Pin(wi, ai);
   } else {
     SetFeasibleStart(f.net, f.plan.cost_model, f.plan.budget, 0.95);
@@ -82,7 +83,8 @@ Fixture Make(bool quantize, bool fused, int pin_bits) {
   f.y = torch::randint(0, 10, {g_batch}, torch::kLong);
   f.wopt = std::make_unique<torch::optim::SGD>(f.net->WeightParameters(),
                                                torch::optim::SGDOptions(0.01).momentum(0.9));
-  f.aopt = std::make_unique<torch::optim::Adam>(f.net->ArchitectureParameters(), torch::optim::AdamOptions(0.01));
+  f.aopt =
+      std::make_unique<torch::optim::Adam>(f.net->ArchitectureParameters(), torch::optim::AdamOptions(0.01));
   return f;
 }
 
@@ -107,7 +109,6 @@ void ArchStep(Fixture& f) {
   loss.backward();
   f.aopt->step();
 }
-
 
 // Reading the whole Fashion-MNIST package (60k + 10k images, gzip IDX) into tensors.
 void BM_LoadFashionMnist(benchmark::State& st) {
@@ -175,9 +176,13 @@ void PairedStepRatios(int rounds, int naive_rounds) {
   };
   // Warm up every variant (allocator, oneDNN primitive caches).
   for (int i = 0; i < 2; ++i) {
-    WeightStep(fp32); WeightStep(fixed4); WeightStep(super); ArchStep(super);
+    WeightStep(fp32);
+    WeightStep(fixed4);
+    WeightStep(super);
+    ArchStep(super);
   }
-  WeightStep(naive); ArchStep(naive);
+  WeightStep(naive);
+  ArchStep(naive);
   std::map<std::string, std::vector<double>> ms, ratio;
   for (int r = 0; r < rounds; ++r) {
     const double base = time_ms([&] { WeightStep(fp32); });
@@ -195,7 +200,10 @@ void PairedStepRatios(int rounds, int naive_rounds) {
     ratio["supernet_step"].push_back((w + a) / base);
     ratio["supernet_step_per_sample"].push_back((w + a) / (2 * base));
     if (r < naive_rounds) {
-      const double n = time_ms([&] { WeightStep(naive); ArchStep(naive); });
+      const double n = time_ms([&] {
+        WeightStep(naive);
+        ArchStep(naive);
+      });
       ms["naive_step"].push_back(n);
       ratio["naive_step"].push_back(n / base);
       ratio["naive_over_fused_step"].push_back(n / (w + a));
@@ -207,16 +215,18 @@ void PairedStepRatios(int rounds, int naive_rounds) {
   };
   std::printf("\npaired step timings: resnet20 width %.2f, batch %d, %d threads, %d rounds (naive: %d)\n",
               g_width, g_batch, at::get_num_threads(), rounds, naive_rounds);
-  for (const char* n : {"fp32_step", "fixed4_step", "supernet_wstep", "supernet_astep", "supernet_step", "naive_step"}) {
+  for (const char* n :
+       {"fp32_step", "fixed4_step", "supernet_wstep", "supernet_astep", "supernet_step", "naive_step"}) {
     if (ms.count(n)) std::printf("  %-28s median %8.1f ms\n", n, median(ms[n]));
   }
   std::printf("ratios (median of per-round ratios):\n");
-  for (const char* n : {"fixed4_step", "supernet_wstep", "supernet_astep",
-                        "supernet_step", "supernet_step_per_sample", "naive_step", "naive_over_fused_step"}) {
+  for (const char* n : {"fixed4_step", "supernet_wstep", "supernet_astep", "supernet_step",
+                        "supernet_step_per_sample", "naive_step", "naive_over_fused_step"}) {
     if (ratio.count(n)) std::printf("  %-28s %6.2fx\n", n, median(ratio[n]));
   }
-  std::printf("  (supernet_step = weight step + architecture step on two batches, vs one fp32 step on one batch;\n"
-              "   per_sample divides by two fp32 steps: the same number of samples.)\n");
+  std::printf(
+      "  (supernet_step = weight step + architecture step on two batches, vs one fp32 step on one batch;\n"
+      "   per_sample divides by two fp32 steps: the same number of samples.)\n");
 }
 
 // One variant in a loop, nothing else: a profiler then sees only that variant's step.
@@ -224,13 +234,16 @@ int ProfileOnly(const std::string& variant, int steps, const std::string& trace)
   const bool fp32 = variant == "fp32", fixed4 = variant == "fixed4";
   const bool wstep = variant == "wstep", astep = variant == "astep", naive = variant == "naive";
   if (!fp32 && !fixed4 && !wstep && !astep && !naive) {
-    std::fprintf(stderr, "--profile: unknown variant '%s' (fp32, fixed4, wstep, astep, naive)\n", variant.c_str());
+    std::fprintf(stderr, "--profile: unknown variant '%s' (fp32, fixed4, wstep, astep, naive)\n",
+                 variant.c_str());
     return 2;
   }
   auto f = Make(!fp32, !naive, fixed4 ? 4 : 0);
   auto step = [&] {
-    if (astep) ArchStep(f);
-    else WeightStep(f);
+    if (astep)
+      ArchStep(f);
+    else
+      WeightStep(f);
     if (naive) ArchStep(f);
   };
   for (int i = 0; i < 2; ++i) step();
@@ -255,15 +268,24 @@ int main(int argc, char** argv) {
   int rounds = 12, naive_rounds = 3, profile_steps = 20;
   std::string profile, trace;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--batch") && i + 1 < argc) bpnas::g_batch = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--width") && i + 1 < argc) bpnas::g_width = std::atof(argv[++i]);
-    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--naive-rounds") && i + 1 < argc) naive_rounds = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc) profile = argv[++i];
-    else if (!std::strcmp(argv[i], "--trace") && i + 1 < argc) trace = argv[++i];
-    else if (!std::strcmp(argv[i], "--profile-steps") && i + 1 < argc) profile_steps = std::atoi(argv[++i]);
-    else rest.push_back(argv[i]);
+    if (!std::strcmp(argv[i], "--batch") && i + 1 < argc)
+      bpnas::g_batch = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--width") && i + 1 < argc)
+      bpnas::g_width = std::atof(argv[++i]);
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--rounds") && i + 1 < argc)
+      rounds = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--naive-rounds") && i + 1 < argc)
+      naive_rounds = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--profile") && i + 1 < argc)
+      profile = argv[++i];
+    else if (!std::strcmp(argv[i], "--trace") && i + 1 < argc)
+      trace = argv[++i];
+    else if (!std::strcmp(argv[i], "--profile-steps") && i + 1 < argc)
+      profile_steps = std::atoi(argv[++i]);
+    else
+      rest.push_back(argv[i]);
   }
   {
     bpnas::v1::JobSpec spec;
@@ -276,7 +298,11 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("layer_conv3x3_fwd_bwd", BM_ConvLayer)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_relu_fwd_bwd", BM_ReluLayer)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("layer_act_mixture_fwd_bwd", BM_ActMixtureLayer)
-      ->ArgNames({"prob_grad", "k"})->Args({0, 1})->Args({0, 4})->Args({1, 4})->Unit(benchmark::kMillisecond);
+      ->ArgNames({"prob_grad", "k"})
+      ->Args({0, 1})
+      ->Args({0, 4})
+      ->Args({1, 4})
+      ->Unit(benchmark::kMillisecond);
   int n = int(rest.size());
   benchmark::Initialize(&n, rest.data());
   benchmark::RunSpecifiedBenchmarks();

@@ -23,10 +23,7 @@
 // rows; pgbench's table is dropped again); against an external server, use one with an empty
 // queue: the bench refuses to report on a job it did not submit. It is a benchmark, not a test: it
 // exits 0 whenever it ran, and says "TARGET MET" or "TARGET MISSED" on its last line.
-#include <pqxx/pqxx>
 #include <stdlib.h>
-#include <sys/resource.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,6 +48,9 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <pqxx/pqxx>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -67,8 +67,8 @@
 #include "common/status.h"
 #include "common/subprocess.h"
 #include "server/coordinator.h"
-#include "server/pg/migrations.h"
 #include "server/pg/dsn.h"
+#include "server/pg/migrations.h"
 #include "server/pg/pg_job_store.h"
 
 ABSL_FLAG(int, reporters, 64, "concurrent reporters (each one worker with one running job)");
@@ -87,9 +87,10 @@ ABSL_FLAG(int, deadline_ms, 5000, "deadline of each ReportProgress call");
 ABSL_FLAG(int, db_pool, 16, "in-process coordinator: database connections (bpnas-server --db_pool)");
 ABSL_FLAG(int, progress_writers, 2,
           "in-process coordinator: threads committing progress batches (bpnas-server --progress_writers)");
-ABSL_FLAG(int, grpc_max_pollers, 128,
-          "in-process coordinator: gRPC sync server MAX_POLLERS (0: the coordinator's default). Threads beyond "
-          "it exit after each call, so a low value means a thread created per blocked call");
+ABSL_FLAG(
+    int, grpc_max_pollers, 128,
+    "in-process coordinator: gRPC sync server MAX_POLLERS (0: the coordinator's default). Threads beyond "
+    "it exit after each call, so a low value means a thread created per blocked call");
 ABSL_FLAG(bool, discard_progress, false,
           "diagnostic, in-process coordinator only: acknowledge reports without storing them, to "
           "measure gRPC and batching without the database (skips the durability check)");
@@ -123,7 +124,8 @@ std::chrono::system_clock::time_point DeadlineIn(std::chrono::milliseconds d) {
 
 absl::Status FromGrpc(const grpc::Status& s, const std::string& what) {
   if (s.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), absl::StrCat(what, ": ", s.error_message()));
+  return absl::Status(static_cast<absl::StatusCode>(s.error_code()),
+                      absl::StrCat(what, ": ", s.error_message()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -206,8 +208,8 @@ class TimedStore : public JobStore {
     return r;
   }
 
-  absl::StatusOr<std::pair<bpnas::v1::Job, bool>> CreateJob(const std::string& request_id, const JobSpec& spec,
-                                                            double budget) override {
+  absl::StatusOr<std::pair<bpnas::v1::Job, bool>> CreateJob(const std::string& request_id,
+                                                            const JobSpec& spec, double budget) override {
     return base_->CreateJob(request_id, spec, budget);
   }
   absl::StatusOr<bpnas::v1::Job> GetJob(const std::string& job_id) override { return base_->GetJob(job_id); }
@@ -232,7 +234,9 @@ class TimedStore : public JobStore {
   }
   absl::StatusOr<int> ExpireLeases(int max_attempts) override { return base_->ExpireLeases(max_attempts); }
   absl::StatusOr<std::string> StartNextAttempt() override { return base_->StartNextAttempt(); }
-  absl::Status RenewBusyWorkerLeases(absl::Duration lease) override { return base_->RenewBusyWorkerLeases(lease); }
+  absl::Status RenewBusyWorkerLeases(absl::Duration lease) override {
+    return base_->RenewBusyWorkerLeases(lease);
+  }
   absl::Status PublishRendezvous(const std::string& attempt_token, const std::string& address) override {
     return base_->PublishRendezvous(attempt_token, address);
   }
@@ -244,7 +248,8 @@ class TimedStore : public JobStore {
                                                               int64_t step) override {
     return base_->BeginCheckpoint(attempt_token, step);
   }
-  absl::StatusOr<std::unique_ptr<BlobReader>> OpenLatestCheckpoint(const std::string& attempt_token) override {
+  absl::StatusOr<std::unique_ptr<BlobReader>> OpenLatestCheckpoint(
+      const std::string& attempt_token) override {
     return base_->OpenLatestCheckpoint(attempt_token);
   }
   absl::StatusOr<std::unique_ptr<BlobWriter>> BeginArtifact(const std::string& attempt_token) override {
@@ -252,8 +257,8 @@ class TimedStore : public JobStore {
   }
   absl::StatusOr<bpnas::v1::JobState> CompleteAttempt(const std::string& attempt_token, bool succeeded,
                                                       const std::string& error,
-                                                      const bpnas::v1::SearchResult& result, int64_t artifact_id,
-                                                      int max_attempts) override {
+                                                      const bpnas::v1::SearchResult& result,
+                                                      int64_t artifact_id, int max_attempts) override {
     return base_->CompleteAttempt(attempt_token, succeeded, error, result, artifact_id, max_attempts);
   }
   absl::StatusOr<std::unique_ptr<BlobReader>> OpenArtifact(const std::string& job_id) override {
@@ -431,8 +436,8 @@ struct ReporterOutcome {
   int64_t acknowledged = 0;                // OK and still running (stored), over the whole run
   int64_t errors = 0;                      // failed calls, over the whole run
   std::string first_error;
-  bool told_to_stop = false;   // the server said the attempt ended
-  double window_cpu_s = 0;     // this thread's CPU time inside the measured window
+  bool told_to_stop = false;  // the server said the attempt ended
+  double window_cpu_s = 0;    // this thread's CPU time inside the measured window
 };
 
 double ThreadCpuSeconds() {
@@ -441,8 +446,8 @@ double ThreadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-void RunReporter(WorkerService::Stub* stub, const Assignment& a, const Window& w, std::chrono::milliseconds deadline,
-                 ReporterOutcome* out) {
+void RunReporter(WorkerService::Stub* stub, const Assignment& a, const Window& w,
+                 std::chrono::milliseconds deadline, ReporterOutcome* out) {
   ReportProgressRequest req;
   req.set_attempt_token(a.attempt_token());
   req.set_job_id(a.job_id());
@@ -491,8 +496,10 @@ double MachineBusySeconds() {
   std::ifstream stat("/proc/stat");
   std::string cpu;
   int64_t user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0;
-  if (!(stat >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || cpu != "cpu") return 0;
-  return static_cast<double>(user + nice + system + irq + softirq + steal) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  if (!(stat >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || cpu != "cpu")
+    return 0;
+  return static_cast<double>(user + nice + system + irq + softirq + steal) /
+         static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // PIDs of the database's server processes (backends and background processes), if the database
@@ -569,7 +576,8 @@ absl::StatusOr<std::pair<int, std::string>> RunAndCapture(const std::vector<std:
   absl::StatusOr<SubprocessResult> run = RunSubprocess(argv, options);
   if (!run.ok()) {
     if (run.status().code() != absl::StatusCode::kFailedPrecondition) return run.status();
-    return absl::FailedPreconditionError(absl::StrCat(run.status().message(), " (install postgresql-client)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(run.status().message(), " (install postgresql-client)"));
   }
   return std::make_pair(run->exit_code, std::move(run->stdout_text));
 }
@@ -595,7 +603,8 @@ absl::StatusOr<PgbenchResult> RunPgbench(const std::string& dsn, const std::stri
     pqxx::connection conn(dsn);
     pqxx::nontransaction tx(conn);
     tx.exec(absl::StrCat("DROP TABLE IF EXISTS ", kTable));
-    tx.exec(absl::StrCat("CREATE TABLE ", kTable, " (id bigserial PRIMARY KEY, v bigint NOT NULL, payload bytea)"));
+    tx.exec(absl::StrCat("CREATE TABLE ", kTable,
+                         " (id bigserial PRIMARY KEY, v bigint NOT NULL, payload bytea)"));
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("creating ", kTable, ": ", e.what()));
   }
@@ -635,10 +644,12 @@ class TempDir {
   static absl::StatusOr<std::unique_ptr<TempDir>> Create() {
     const char* tmp = std::getenv("TMPDIR");
     std::string pattern = absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/bpnas-load-XXXXXX");
-    if (mkdtemp(pattern.data()) == nullptr) return absl::InternalError(absl::StrCat("mkdtemp ", pattern, " failed"));
+    if (mkdtemp(pattern.data()) == nullptr)
+      return absl::InternalError(absl::StrCat("mkdtemp ", pattern, " failed"));
     // mkdtemp makes it 0700; PostgreSQL runs as the postgres user when we are root and must be
     // able to reach the cluster folder inside.
-    if (chmod(pattern.c_str(), 0755) != 0) return absl::InternalError(absl::StrCat("chmod ", pattern, " failed"));
+    if (chmod(pattern.c_str(), 0755) != 0)
+      return absl::InternalError(absl::StrCat("chmod ", pattern, " failed"));
     return std::unique_ptr<TempDir>(new TempDir(pattern));
   }
   ~TempDir() {
@@ -700,17 +711,15 @@ absl::Status RunBench(const Options& o) {
             << (o.shared_channel ? "one shared gRPC channel" : "one gRPC channel each") << "), " << o.seconds
             << " s measured after " << o.warmup_seconds << " s warm-up\n"
             << "  coordinator: "
-            << (coordinator ? absl::StrCat("in-process on ", target, " (db_pool ", o.db_pool, ", progress_writers ",
-                                           o.progress_writers,
+            << (coordinator ? absl::StrCat("in-process on ", target, " (db_pool ", o.db_pool,
+                                           ", progress_writers ", o.progress_writers,
                                            o.grpc_max_pollers > 0
                                                ? absl::StrCat(", grpc_max_pollers ", o.grpc_max_pollers)
                                                : "",
-                                           o.discard_progress ? ", DISCARDING progress" : "",
-                                           ")")
+                                           o.discard_progress ? ", DISCARDING progress" : "", ")")
                             : absl::StrCat("external at ", target))
             << "\n  database: "
-            << (postgres ? "private PostgreSQL, durable (fsync and synchronous_commit on)"
-                         : RedactedDsn(dsn))
+            << (postgres ? "private PostgreSQL, durable (fsync and synchronous_commit on)" : RedactedDsn(dsn))
             << "\n  machine: " << std::thread::hardware_concurrency() << " CPU cores\n"
             << std::flush;
 
@@ -802,22 +811,24 @@ absl::Status RunBench(const Options& o) {
       latencies.empty() ? 0.0 : Millis(latencies.back()), errors);
   if (errors > 0) std::cout << "  first error: " << first_error << "\n";
   if (stopped > 0) std::cout << "  " << stopped << " reporters were told to stop (their attempt ended)\n";
-  std::cout << "  heartbeats: " << leases.heartbeats() << " sent, " << leases.failures() << " failed or not RUN\n";
+  std::cout << "  heartbeats: " << leases.heartbeats() << " sent, " << leases.failures()
+            << " failed or not RUN\n";
 
   // Where the time went.
   const double window = static_cast<double>(o.seconds);
-  std::cout << absl::StrFormat("  CPU in the window (cores busy): reporters %.2f, rest of this process %.2f%s",
-                               reporters_cpu / window, (process_cpu - reporters_cpu) / window,
-                               coordinator ? " (coordinator, gRPC)" : " (gRPC)");
+  std::cout << absl::StrFormat(
+      "  CPU in the window (cores busy): reporters %.2f, rest of this process %.2f%s", reporters_cpu / window,
+      (process_cpu - reporters_cpu) / window, coordinator ? " (coordinator, gRPC)" : " (gRPC)");
   if (!pg_pids.empty()) std::cout << absl::StrFormat(", PostgreSQL %.2f", pg_cpu / window);
   // The rest of the machine's busy time is the kernel's own threads and other processes: a large
   // value means the numbers above were measured on a shared machine.
-  std::cout << absl::StrFormat("; whole machine %.2f of %d (%.2f outside this process%s)\n", machine_busy / window,
-                               std::thread::hardware_concurrency(),
+  std::cout << absl::StrFormat("; whole machine %.2f of %d (%.2f outside this process%s)\n",
+                               machine_busy / window, std::thread::hardware_concurrency(),
                                (machine_busy - process_cpu - (pg_pids.empty() ? 0 : pg_cpu)) / window,
                                pg_pids.empty() ? "" : " and PostgreSQL");
   if (coordinator) {
-    std::vector<TimedStore::Append> appends = coordinator->store()->AppendsBetween(w.measure_from, w.measure_to);
+    std::vector<TimedStore::Append> appends =
+        coordinator->store()->AppendsBetween(w.measure_from, w.measure_to);
     if (!appends.empty()) {
       std::vector<Clock::duration> took;
       size_t reports = 0;
@@ -874,15 +885,18 @@ absl::Status RunBench(const Options& o) {
   if (o.pgbench) {
     Progress sample;
     FillProgress(1, 1000, 60.0, &sample);
-    absl::StatusOr<PgbenchResult> pg = RunPgbench(dsn, temp->path(), o.reporters, o.seconds, sample.ByteSizeLong());
+    absl::StatusOr<PgbenchResult> pg =
+        RunPgbench(dsn, temp->path(), o.reporters, o.seconds, sample.ByteSizeLong());
     if (!pg.ok()) {
       std::cout << "pgbench: " << StatusToString(pg.status()) << "\n";
     } else {
       std::cout << absl::StrFormat(
-          "pgbench single-row inserts/s (%d clients): %.0f  (one %d-byte row per transaction, latency average "
+          "pgbench single-row inserts/s (%d clients): %.0f  (one %d-byte row per transaction, latency "
+          "average "
           "%.2f ms)\n",
           o.reporters, pg->inserts_per_second, sample.ByteSizeLong(), pg->latency_average_ms);
-      std::cout << absl::StrFormat("ratio reports/s / pgbench inserts/s: %.2f\n", rate / pg->inserts_per_second);
+      std::cout << absl::StrFormat("ratio reports/s / pgbench inserts/s: %.2f\n",
+                                   rate / pg->inserts_per_second);
     }
   }
 
@@ -923,12 +937,14 @@ int main(int argc, char** argv) {
   o.discard_progress = absl::GetFlag(FLAGS_discard_progress);
   if (o.reporters < 1 || o.seconds < 1 || o.warmup_seconds < 0 || o.deadline.count() < 1 || o.db_pool < 1 ||
       o.progress_writers < 1) {
-    std::cerr << "bpnas-load: --reporters, --seconds, --deadline_ms, --db_pool and --progress_writers must be "
-                 "positive, --warmup_seconds not negative\n";
+    std::cerr
+        << "bpnas-load: --reporters, --seconds, --deadline_ms, --db_pool and --progress_writers must be "
+           "positive, --warmup_seconds not negative\n";
     return 2;
   }
   if (!o.server.empty() && o.db.empty()) {
-    std::cerr << "bpnas-load: --server needs --db (the server's database) for the durability check and pgbench\n";
+    std::cerr
+        << "bpnas-load: --server needs --db (the server's database) for the durability check and pgbench\n";
     return 2;
   }
   if (!o.server.empty() && o.discard_progress) {

@@ -54,11 +54,11 @@
 #include "absl/strings/str_cat.h"
 #include "common/memory.h"
 #include "common/subprocess.h"
+#include "spec/progress.h"
+#include "spec/spec.h"
 #include "worker/collective.h"
 #include "worker/engine/data.h"
-#include "spec/progress.h"
 #include "worker/engine/search.h"
-#include "spec/spec.h"
 
 namespace bpnas {
 namespace {
@@ -118,9 +118,9 @@ std::string Serialize(const RankResult& r) {
   }
   char line[256];
   std::snprintf(line, sizeof(line), "ok %lld %.9f %lld %.9f %.6f %d %lld\n",
-                static_cast<long long>(r.timed_steps), r.timed_seconds, static_cast<long long>(r.timed_images),
-                r.timed_cpu_seconds, r.allreduce_ms, r.allreduce_tensors,
-                static_cast<long long>(r.allreduce_bytes));
+                static_cast<long long>(r.timed_steps), r.timed_seconds,
+                static_cast<long long>(r.timed_images), r.timed_cpu_seconds, r.allreduce_ms,
+                r.allreduce_tensors, static_cast<long long>(r.allreduce_bytes));
   return line;
 }
 
@@ -140,7 +140,8 @@ RankResult Deserialize(const std::string& text) {
   if (text.empty()) {
     r.error = "the rank exited without a result";
   } else {
-    r.error = text.rfind("error ", 0) == 0 ? text.substr(6) : absl::StrCat("unreadable result: \"", text, "\"");
+    r.error =
+        text.rfind("error ", 0) == 0 ? text.substr(6) : absl::StrCat("unreadable result: \"", text, "\"");
   }
   return r;
 }
@@ -189,7 +190,8 @@ absl::StatusOr<JobPlan> MakePlan(const BenchOptions& o, int world) {
     d->set_synthetic_train(uint32_t(n_train));
     d->set_synthetic_test(64);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("--data must be synthetic or fashion-mnist, got ", o.data));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--data must be synthetic or fashion-mnist, got ", o.data));
   }
   spec.mutable_constraint()->set_max_relative_to_uniform_bits(4);
   auto* s = spec.mutable_search();
@@ -421,9 +423,9 @@ bool ParseFlags(int argc, char** argv, BenchOptions* o, RankFlags* rank) {
     const std::string flag = argv[i];
     // The parent's flags for a rank (--name=value).
     int* rank_field = nullptr;
-    for (auto [name, field] : {std::make_pair("--rank=", &rank->rank), std::make_pair("--world=", &rank->world),
-                               std::make_pair("--round=", &rank->round),
-                               std::make_pair("--store-port=", &rank->store_port)}) {
+    for (auto [name, field] :
+         {std::make_pair("--rank=", &rank->rank), std::make_pair("--world=", &rank->world),
+          std::make_pair("--round=", &rank->round), std::make_pair("--store-port=", &rank->store_port)}) {
       if (flag.rfind(name, 0) == 0) {
         rank_field = field;
         *field = std::atoi(flag.c_str() + std::strlen(name));
@@ -435,13 +437,20 @@ bool ParseFlags(int argc, char** argv, BenchOptions* o, RankFlags* rank) {
       return false;
     }
     const char* value = argv[++i];
-    if (flag == "--width") o->width = std::atof(value);
-    else if (flag == "--batch") o->batch = std::atoi(value);
-    else if (flag == "--steps") o->steps = std::atoi(value);
-    else if (flag == "--rounds") o->rounds = std::atoi(value);
-    else if (flag == "--threads") o->threads = std::atoi(value);
-    else if (flag == "--data") o->data = value;
-    else if (flag == "--allreduce-iters") o->allreduce_iters = std::atoi(value);
+    if (flag == "--width")
+      o->width = std::atof(value);
+    else if (flag == "--batch")
+      o->batch = std::atoi(value);
+    else if (flag == "--steps")
+      o->steps = std::atoi(value);
+    else if (flag == "--rounds")
+      o->rounds = std::atoi(value);
+    else if (flag == "--threads")
+      o->threads = std::atoi(value);
+    else if (flag == "--data")
+      o->data = value;
+    else if (flag == "--allreduce-iters")
+      o->allreduce_iters = std::atoi(value);
     else {
       std::fprintf(stderr, "unknown flag: %s\n", flag.c_str());
       return false;
@@ -459,7 +468,8 @@ bool ParseFlags(int argc, char** argv, BenchOptions* o, RankFlags* rank) {
   }
   if (o->data == "fashion-mnist" &&
       !std::ifstream(std::string(kDefaultFashionMnistDir) + "/train-images-idx3-ubyte.gz").good()) {
-    std::fprintf(stderr, "--data fashion-mnist: the data set is not installed in %s\n", kDefaultFashionMnistDir);
+    std::fprintf(stderr, "--data fashion-mnist: the data set is not installed in %s\n",
+                 kDefaultFashionMnistDir);
     return false;
   }
   return true;
@@ -470,7 +480,8 @@ int Main(int argc, char** argv) {
   RankFlags rank_flags;
   if (!ParseFlags(argc, argv, &o, &rank_flags)) return 2;
   if (rank_flags.rank >= 0) {
-    const RankResult r = RunRank(o, rank_flags.world, rank_flags.rank, rank_flags.round, rank_flags.store_port);
+    const RankResult r =
+        RunRank(o, rank_flags.world, rank_flags.rank, rank_flags.round, rank_flags.store_port);
     std::printf("%s%s", kResultLinePrefix, Serialize(r).c_str());
     std::fflush(nullptr);
     // Skip static destructors: LibTorch's and Gloo's background threads are not worth a clean
@@ -478,11 +489,13 @@ int Main(int argc, char** argv) {
     _exit(0);
   }
   const std::vector<std::string> user_argv(argv, argv + argc);
-  std::printf("bpnas-scaling: resnet20 width %.2f, %s 28x28x1, batch %d per rank, %d thread(s) per rank,\n"
-              "  %d search steps per run (first %d untimed), %d round(s), ranks are processes\n",
-              o.width, o.data.c_str(), o.batch, o.threads, o.steps, kWarmupSteps, o.rounds);
+  std::printf(
+      "bpnas-scaling: resnet20 width %.2f, %s 28x28x1, batch %d per rank, %d thread(s) per rank,\n"
+      "  %d search steps per run (first %d untimed), %d round(s), ranks are processes\n",
+      o.width, o.data.c_str(), o.batch, o.threads, o.steps, kWarmupSteps, o.rounds);
   std::printf("load average before: %s\n\n", LoadAverage().c_str());
-  std::printf("%-6s %-6s %10s %16s %18s\n", "round", "ranks", "step ms", "images/s (all)", "CPU/rank (cores)");
+  std::printf("%-6s %-6s %10s %16s %18s\n", "round", "ranks", "step ms", "images/s (all)",
+              "CPU/rank (cores)");
 
   std::vector<double> ratios, step1, step2, ips1, ips2, cpu1, cpu2, allreduce_ms;
   int allreduce_tensors = 0;
@@ -521,10 +534,11 @@ int Main(int argc, char** argv) {
   std::printf("  1 rank :  step %8.1f ms  %9.1f images/s\n", s1, Median(ips1));
   std::printf("  2 ranks:  step %8.1f ms  %9.1f images/s (both ranks)\n", s2, Median(ips2));
   std::printf("  speed-up 2 ranks / 1 rank (median of per-round ratios): %.2fx  (ideal 2.00x)\n", speedup);
-  std::printf("  all-reduce per step, isolated (weight set + architecture set, %d tensors, %.2f MB):\n"
-              "    %.2f ms median of %d iterations x %zu round(s) = %.1f%% of a 2-rank step\n",
-              allreduce_tensors, double(allreduce_bytes) / 1e6, ar, o.allreduce_iters, allreduce_ms.size(),
-              s2 > 0 ? 100.0 * ar / s2 : 0.0);
+  std::printf(
+      "  all-reduce per step, isolated (weight set + architecture set, %d tensors, %.2f MB):\n"
+      "    %.2f ms median of %d iterations x %zu round(s) = %.1f%% of a 2-rank step\n",
+      allreduce_tensors, double(allreduce_bytes) / 1e6, ar, o.allreduce_iters, allreduce_ms.size(),
+      s2 > 0 ? 100.0 * ar / s2 : 0.0);
   // What is left of a 2-rank step without its all-reduce, relative to a 1-rank step. Above 1.0 is
   // compute that got slower with two ranks: the ranks sharing caches and memory bandwidth, one
   // rank waiting for the other, or (CPU/rank below the thread count) other work taking the cores.
@@ -532,10 +546,11 @@ int Main(int argc, char** argv) {
   // The speed-up is only a property of the engine when every rank had its cores to itself.
   const double c1 = Median(cpu1), c2 = Median(cpu2);
   if (std::min(c1, c2) < 0.9 * o.threads) {
-    std::printf("  NOTE: ranks got %.2f (1 rank) and %.2f (2 ranks) cores of %d thread(s) each: other work\n"
-                "    or waiting took the rest, so this speed-up measures the machine's spare CPU as much as\n"
-                "    the engine\n",
-                c1, c2, o.threads);
+    std::printf(
+        "  NOTE: ranks got %.2f (1 rank) and %.2f (2 ranks) cores of %d thread(s) each: other work\n"
+        "    or waiting took the rest, so this speed-up measures the machine's spare CPU as much as\n"
+        "    the engine\n",
+        c1, c2, o.threads);
   }
   std::printf("load average after: %s\n", LoadAverage().c_str());
   std::printf("TARGET %s (>= 1.8x)\n", speedup >= 1.8 ? "MET" : "MISSED");

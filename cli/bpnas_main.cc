@@ -9,17 +9,17 @@
 // budget); 1 anything else.
 #include <unistd.h>
 
-#include <ATen/Parallel.h>
-
 #include <chrono>
-#include <memory>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <ATen/Parallel.h>
 
 #include "absl/strings/str_cat.h"
 #include "cli/cli_util.h"
@@ -29,10 +29,10 @@
 #include "common/openmp_wait.h"
 #include "common/status.h"
 #include "google/protobuf/util/json_util.h"
+#include "spec/spec.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/data.h"
 #include "worker/engine/search.h"
-#include "spec/spec.h"
 #include "worker/engine/weights.h"
 
 namespace bpnas {
@@ -68,11 +68,13 @@ constexpr char kUsage[] =
     "Spec files are the JSON form of bpnas.v1.JobSpec (see examples/).\n"
     "Exit codes: 0 ok, 2 bad input (spec, file, budget), 1 other failure.\n";
 
-
 int CmdCost(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, {"spec"}, {"json", "help"});
   if (!args.ok()) return Fail(args.status());
-  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
+  if (args->flags.count("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
   if (!args->options.count("spec")) return Fail(absl::InvalidArgumentError("cost: --spec FILE is required"));
   auto spec = LoadSpecFile(args->options["spec"]);
   if (!spec.ok()) return Fail(spec.status());
@@ -132,7 +134,8 @@ int CmdCost(int argc, char** argv) {
     }
     std::printf("\nmin cost (all lowest bits)  %s %s\n", Human(r.min_cost()).c_str(), unit);
     std::printf("max cost (all highest bits) %s %s\n", Human(r.max_cost()).c_str(), unit);
-    for (const auto& u : r.uniform()) std::printf("uniform %u-bit              %s %s\n", u.bits(), Human(u.cost()).c_str(), unit);
+    for (const auto& u : r.uniform())
+      std::printf("uniform %u-bit              %s %s\n", u.bits(), Human(u.cost()).c_str(), unit);
     if (r.has_budget()) {
       std::printf("budget                      %s %s (%.0f)\n", Human(r.budget()).c_str(), unit, r.budget());
       std::printf("feasible                    %s\n", r.feasible() ? "yes" : ("no: " + r.reason()).c_str());
@@ -148,9 +151,9 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
   const char* unit = r.metric() == bpnas::v1::SIZE ? "bits" : "BitOPs";
   const bool searched = r.method() != bpnas::v1::UNIFORM && r.method() != bpnas::v1::FIXED;
   std::printf("\nresult (%s)\n", r.method() == bpnas::v1::UNIFORM          ? "uniform baseline"
-                                  : r.method() == bpnas::v1::FIXED          ? "fixed configuration"
-                                  : r.method() == bpnas::v1::LINEAR_PENALTY ? "linear-penalty baseline"
-                                                                            : "BP-NAS search");
+                                 : r.method() == bpnas::v1::FIXED          ? "fixed configuration"
+                                 : r.method() == bpnas::v1::LINEAR_PENALTY ? "linear-penalty baseline"
+                                                                           : "BP-NAS search");
   std::printf("  within budget      %s\n", r.within_budget() ? "yes" : "NO");
   std::printf("  cost               %s %s (%.0f)\n", Human(r.cost()).c_str(), unit, r.cost());
   if (r.budget() > 0) {
@@ -167,11 +170,13 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
     }
     if (r.check_derived_layers_size() > 0) {
       std::printf("  derived, rejected  cost/budget %.4f, w/a bits", r.check_derived_cost() / r.budget());
-      for (const auto& l : r.check_derived_layers()) std::printf(" %u/%u", l.weight_bits(), l.activation_bits());
+      for (const auto& l : r.check_derived_layers())
+        std::printf(" %u/%u", l.weight_bits(), l.activation_bits());
       std::printf("\n");
     }
     if (r.budget() > 0 && r.cost() < 0.9 * r.budget()) {
-      std::printf("  note               the model uses %.1f%% of the budget (< 90%%)\n", 100 * r.cost() / r.budget());
+      std::printf("  note               the model uses %.1f%% of the budget (< 90%%)\n",
+                  100 * r.cost() / r.budget());
     }
   }
   std::printf("  test accuracy      %.2f%%\n", r.test_accuracy());
@@ -218,9 +223,14 @@ void WriteTraceLine(FILE* f, const ProgressEvent& ev) {
 int CmdPretrain(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, {"spec", "out", "epochs", "lr"}, {"json", "quiet", "help"});
   if (!args.ok()) return Fail(args.status());
-  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
-  if (!args->options.count("spec")) return Fail(absl::InvalidArgumentError("pretrain: --spec FILE is required"));
-  if (!args->options.count("out")) return Fail(absl::InvalidArgumentError("pretrain: --out WEIGHTS.pt is required"));
+  if (args->flags.count("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (!args->options.count("spec"))
+    return Fail(absl::InvalidArgumentError("pretrain: --spec FILE is required"));
+  if (!args->options.count("out"))
+    return Fail(absl::InvalidArgumentError("pretrain: --out WEIGHTS.pt is required"));
   int epochs = 3;
   double lr = 0.1;
   try {
@@ -272,9 +282,14 @@ int CmdPretrain(int argc, char** argv) {
 int CmdSearch(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, {"spec", "out", "trace"}, {"json", "quiet", "help"});
   if (!args.ok()) return Fail(args.status());
-  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
-  if (!args->options.count("spec")) return Fail(absl::InvalidArgumentError("search: --spec FILE is required"));
-  if (!args->options.count("out")) return Fail(absl::InvalidArgumentError("search: --out MODEL.bpq is required"));
+  if (args->flags.count("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (!args->options.count("spec"))
+    return Fail(absl::InvalidArgumentError("search: --spec FILE is required"));
+  if (!args->options.count("out"))
+    return Fail(absl::InvalidArgumentError("search: --out MODEL.bpq is required"));
   auto spec = LoadSpecFile(args->options["spec"]);
   if (!spec.ok()) return Fail(spec.status());
   auto plan = PlanJob(*spec);
@@ -285,7 +300,8 @@ int CmdSearch(int argc, char** argv) {
     // Fail on an unwritable output before hours of search, not after.
     FILE* probe = std::fopen((args->options["out"] + ".tmp").c_str(), "wb");
     if (probe == nullptr) {
-      return Fail(absl::InvalidArgumentError(absl::StrCat("--out ", args->options["out"], ": cannot write there")));
+      return Fail(
+          absl::InvalidArgumentError(absl::StrCat("--out ", args->options["out"], ": cannot write there")));
     }
     std::fclose(probe);
     std::remove((args->options["out"] + ".tmp").c_str());
@@ -295,16 +311,18 @@ int CmdSearch(int argc, char** argv) {
   std::unique_ptr<FILE, int (*)(FILE*)> trace(nullptr, &std::fclose);
   if (args->options.count("trace")) {
     trace.reset(std::fopen(args->options["trace"].c_str(), "w"));
-    if (!trace) return Fail(absl::InvalidArgumentError(absl::StrCat("--trace ", args->options["trace"], ": cannot write")));
+    if (!trace)
+      return Fail(
+          absl::InvalidArgumentError(absl::StrCat("--trace ", args->options["trace"], ": cannot write")));
   }
   const bool quiet = args->flags.count("quiet") > 0;
   options.progress = [&](const ProgressEvent& ev) {
     if (!quiet) printer(ev);
     if (trace) WriteTraceLine(trace.get(), ev);
   };
-  std::fprintf(stderr, "bpnas: %s on %s (%lld train / %lld test), budget %.0f\n", plan->graph.model_name.c_str(),
-               plan->spec.dataset().kind().c_str(), (long long)data->train.size(), (long long)data->test.size(),
-               plan->budget);
+  std::fprintf(stderr, "bpnas: %s on %s (%lld train / %lld test), budget %.0f\n",
+               plan->graph.model_name.c_str(), plan->spec.dataset().kind().c_str(),
+               (long long)data->train.size(), (long long)data->test.size(), plan->budget);
   auto model = RunJob(*plan, *data, options);
   printer.Finish();
   if (!model.ok()) return Fail(model.status());
@@ -322,8 +340,12 @@ int CmdSearch(int argc, char** argv) {
 int CmdEval(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, {"data", "test-limit"}, {"json", "help"});
   if (!args.ok()) return Fail(args.status());
-  if (args->flags.count("help")) { std::fputs(kUsage, stdout); return 0; }
-  if (args->positional.size() != 1) return Fail(absl::InvalidArgumentError("eval: exactly one MODEL.bpq expected"));
+  if (args->flags.count("help")) {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (args->positional.size() != 1)
+    return Fail(absl::InvalidArgumentError("eval: exactly one MODEL.bpq expected"));
   auto model = ReadModelFile(args->positional[0]);
   if (!model.ok()) return Fail(model.status());
   bpnas::v1::DatasetSpec ds = model->spec().dataset();
@@ -353,8 +375,8 @@ int CmdEval(int argc, char** argv) {
                      .Number("budget", model->result().budget())
                      .ToJson();
   } else {
-    std::printf("model %s: %s, %d layers quantized\n", args->positional[0].c_str(), model->model_name().c_str(),
-                model->result().layers_size());
+    std::printf("model %s: %s, %d layers quantized\n", args->positional[0].c_str(),
+                model->model_name().c_str(), model->result().layers_size());
     std::printf("test accuracy %.2f%% on %lld samples (search reported %.2f%%)\n", *acc,
                 (long long)data->test.size(), model->result().test_accuracy());
   }

@@ -88,10 +88,14 @@ int Fail(const absl::Status& s) {
 
 std::string Human(double v) {
   char buf[64];
-  if (v >= 1e9) std::snprintf(buf, sizeof(buf), "%.3fG", v / 1e9);
-  else if (v >= 1e6) std::snprintf(buf, sizeof(buf), "%.3fM", v / 1e6);
-  else if (v >= 1e3) std::snprintf(buf, sizeof(buf), "%.3fk", v / 1e3);
-  else std::snprintf(buf, sizeof(buf), "%.0f", v);
+  if (v >= 1e9)
+    std::snprintf(buf, sizeof(buf), "%.3fG", v / 1e9);
+  else if (v >= 1e6)
+    std::snprintf(buf, sizeof(buf), "%.3fM", v / 1e6);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof(buf), "%.3fk", v / 1e3);
+  else
+    std::snprintf(buf, sizeof(buf), "%.0f", v);
   return buf;
 }
 

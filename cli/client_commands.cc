@@ -50,10 +50,11 @@ struct Client {
   }
   // A failed call as a Status; an unreachable server says where it looked and what to do.
   absl::Status Error(const grpc::Status& s) const {
-    if (s.error_code() == grpc::StatusCode::UNAVAILABLE || s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return absl::UnavailableError(absl::StrCat("cannot reach the coordinator at ", address, " (",
-                                                 s.error_message(),
-                                                 "); start one with `bpnas up`, or pass --server / set BPNAS_SERVER"));
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+        s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot reach the coordinator at ", address, " (", s.error_message(),
+                       "); start one with `bpnas up`, or pass --server / set BPNAS_SERVER"));
     }
     return FromGrpcStatus(s);
   }
@@ -61,9 +62,12 @@ struct Client {
 
 absl::StatusOr<Client> MakeClient(const Args& args) {
   Client c;
-  if (args.options.count("server")) c.address = args.options.at("server");
-  else if (const char* env = std::getenv("BPNAS_SERVER"); env != nullptr && *env) c.address = env;
-  else c.address = kDefaultServer;
+  if (args.options.count("server"))
+    c.address = args.options.at("server");
+  else if (const char* env = std::getenv("BPNAS_SERVER"); env != nullptr && *env)
+    c.address = env;
+  else
+    c.address = kDefaultServer;
   if (args.options.count("timeout")) {
     if (!absl::SimpleAtod(args.options.at("timeout"), &c.timeout_seconds) || !(c.timeout_seconds > 0)) {
       return absl::InvalidArgumentError("--timeout: a positive number of seconds");
@@ -71,7 +75,8 @@ absl::StatusOr<Client> MakeClient(const Args& args) {
   }
   grpc::ChannelArguments ch;
   ch.SetMaxReceiveMessageSize(16 << 20);
-  c.stub = SearchService::NewStub(grpc::CreateCustomChannel(c.address, grpc::InsecureChannelCredentials(), ch));
+  c.stub =
+      SearchService::NewStub(grpc::CreateCustomChannel(c.address, grpc::InsecureChannelCredentials(), ch));
   return c;
 }
 
@@ -97,9 +102,9 @@ void PrintJob(const Job& j, FILE* out) {
   if (j.has_latest_progress() && !IsTerminal(j.state())) {
     const auto& p = j.latest_progress();
     std::fprintf(out, "  progress: %s epoch %u/%u step %lld/%lld  ce %.3f  cost/budget %.3f %s  %.0f%% done",
-                 p.phase().c_str(), p.epoch(), p.epochs(), (long long)p.epoch_step(), (long long)p.epoch_steps(),
-                 p.cross_entropy(), p.expected_ratio(), p.feasible() ? "feasible" : "OVER BUDGET",
-                 100 * p.fraction_done());
+                 p.phase().c_str(), p.epoch(), p.epochs(), (long long)p.epoch_step(),
+                 (long long)p.epoch_steps(), p.cross_entropy(), p.expected_ratio(),
+                 p.feasible() ? "feasible" : "OVER BUDGET", 100 * p.fraction_done());
     if (p.eta_seconds() > 0) std::fprintf(out, "  ETA %.0fs", p.eta_seconds());
     std::fputc('\n', out);
   }
@@ -113,14 +118,16 @@ void PrintJob(const Job& j, FILE* out) {
     if (const std::string check = UniformCheckSummary(r); !check.empty()) {
       std::fprintf(out, "\n  uniform check: %s", check.c_str());
     }
-    std::fprintf(out, "\n  artifact: %lld bytes, sha256 %s\n", (long long)j.artifact_bytes(), j.artifact_sha256().c_str());
+    std::fprintf(out, "\n  artifact: %lld bytes, sha256 %s\n", (long long)j.artifact_bytes(),
+                 j.artifact_sha256().c_str());
   }
   if (!j.error().empty()) std::fprintf(out, "  error: %s\n", j.error().c_str());
 }
 
 // Follows a job until it ends; reconnects (resuming after the last step seen) when the coordinator
 // goes away, for up to `reconnect_seconds`. Returns the final job.
-absl::StatusOr<Job> FollowJob(const Client& c, const std::string& job_id, bool json, double reconnect_seconds) {
+absl::StatusOr<Job> FollowJob(const Client& c, const std::string& job_id, bool json,
+                              double reconnect_seconds) {
   ProgressPrinter printer(stderr, isatty(fileno(stderr)) != 0);
   int64_t after = -1;
   Job last;
@@ -139,8 +146,10 @@ absl::StatusOr<Job> FollowJob(const Client& c, const std::string& job_id, bool j
       lost = false;
       if (ev.has_progress()) {
         after = ev.progress().step();
-        if (json) std::printf("%s\n", ToJson(ev).c_str());
-        else printer(FromProgressProto(ev.progress()));
+        if (json)
+          std::printf("%s\n", ToJson(ev).c_str());
+        else
+          printer(FromProgressProto(ev.progress()));
         std::fflush(stdout);
       }
       if (ev.has_job()) {
@@ -152,7 +161,8 @@ absl::StatusOr<Job> FollowJob(const Client& c, const std::string& job_id, bool j
           std::fflush(stdout);
         } else if (changed) {
           printer.Finish();
-          std::fprintf(stderr, "job %s: %s\n", last.id().c_str(), bpnas::v1::JobState_Name(last.state()).c_str());
+          std::fprintf(stderr, "job %s: %s\n", last.id().c_str(),
+                       bpnas::v1::JobState_Name(last.state()).c_str());
         }
       }
     }
@@ -170,7 +180,8 @@ absl::StatusOr<Job> FollowJob(const Client& c, const std::string& job_id, bool j
       printer.Finish();
       std::fprintf(stderr, "bpnas: lost the coordinator at %s; reconnecting\n", c.address.c_str());
     }
-    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - lost_since).count() > reconnect_seconds) {
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - lost_since).count() >
+        reconnect_seconds) {
       return c.Error(s);
     }
     std::this_thread::sleep_for(std::chrono::seconds(1));
@@ -193,7 +204,8 @@ absl::StatusOr<Job> GetJob(const Client& c, const std::string& id) {
 int CmdSubmit(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, With(kClientOptions, {"request-id"}), {"wait", "json"});
   if (!args.ok()) return Fail(args.status());
-  if (args->positional.size() != 1) return Fail(absl::InvalidArgumentError("submit: exactly one SPEC.json expected"));
+  if (args->positional.size() != 1)
+    return Fail(absl::InvalidArgumentError("submit: exactly one SPEC.json expected"));
   auto spec = LoadSpecFile(args->positional[0]);
   if (!spec.ok()) return Fail(spec.status());
   auto c = MakeClient(*args);
@@ -219,8 +231,10 @@ int CmdSubmit(int argc, char** argv) {
     return Fail(err);
   }
   const bool json = args->flags.count("json") > 0;
-  if (json) std::printf("%s\n", ToJson(resp).c_str());
-  else std::printf("%s\n", resp.job().id().c_str());
+  if (json)
+    std::printf("%s\n", ToJson(resp).c_str());
+  else
+    std::printf("%s\n", resp.job().id().c_str());
   std::fflush(stdout);
   if (!args->flags.count("wait")) return 0;
   auto final_job = FollowJob(*c, resp.job().id(), json, 600);
@@ -232,13 +246,16 @@ int CmdSubmit(int argc, char** argv) {
 int CmdStatus(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, kClientOptions, {"json"});
   if (!args.ok()) return Fail(args.status());
-  if (args->positional.size() != 1) return Fail(absl::InvalidArgumentError("status: exactly one JOB id expected"));
+  if (args->positional.size() != 1)
+    return Fail(absl::InvalidArgumentError("status: exactly one JOB id expected"));
   auto c = MakeClient(*args);
   if (!c.ok()) return Fail(c.status());
   auto job = GetJob(*c, args->positional[0]);
   if (!job.ok()) return Fail(job.status());
-  if (args->flags.count("json")) std::printf("%s\n", ToJson(*job).c_str());
-  else PrintJob(*job, stdout);
+  if (args->flags.count("json"))
+    std::printf("%s\n", ToJson(*job).c_str());
+  else
+    PrintJob(*job, stdout);
   return 0;
 }
 
@@ -251,7 +268,8 @@ int CmdList(int argc, char** argv) {
   if (args->options.count("state")) {
     bpnas::v1::JobState st;
     if (!bpnas::v1::JobState_Parse(args->options["state"], &st) || st == bpnas::v1::JOB_STATE_UNSPECIFIED) {
-      return Fail(absl::InvalidArgumentError("--state: one of QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED"));
+      return Fail(
+          absl::InvalidArgumentError("--state: one of QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED"));
     }
     req.set_state(st);
   }
@@ -282,7 +300,8 @@ int CmdList(int argc, char** argv) {
       std::snprintf(b, sizeof(b), "%.2f%%", j.result().test_accuracy());
       acc = b;
     }
-    std::printf("%-16s %-10s %-9s %-24s %9s %9s\n", j.id().c_str(), bpnas::v1::JobState_Name(j.state()).c_str(),
+    std::printf("%-16s %-10s %-9s %-24s %9s %9s\n", j.id().c_str(),
+                bpnas::v1::JobState_Name(j.state()).c_str(),
                 j.state() == bpnas::v1::RUNNING ? j.phase().c_str() : "-", j.name().substr(0, 24).c_str(),
                 acc.c_str(), ratio.c_str());
   }
@@ -292,7 +311,8 @@ int CmdList(int argc, char** argv) {
 int CmdWatch(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, kClientOptions, {"json"});
   if (!args.ok()) return Fail(args.status());
-  if (args->positional.size() != 1) return Fail(absl::InvalidArgumentError("watch: exactly one JOB id expected"));
+  if (args->positional.size() != 1)
+    return Fail(absl::InvalidArgumentError("watch: exactly one JOB id expected"));
   auto c = MakeClient(*args);
   if (!c.ok()) return Fail(c.status());
   const bool json = args->flags.count("json") > 0;
@@ -308,7 +328,8 @@ int CmdWatch(int argc, char** argv) {
 int CmdCancel(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, kClientOptions, {"json"});
   if (!args.ok()) return Fail(args.status());
-  if (args->positional.size() != 1) return Fail(absl::InvalidArgumentError("cancel: exactly one JOB id expected"));
+  if (args->positional.size() != 1)
+    return Fail(absl::InvalidArgumentError("cancel: exactly one JOB id expected"));
   auto c = MakeClient(*args);
   if (!c.ok()) return Fail(c.status());
   grpc::ClientContext ctx;
@@ -318,16 +339,21 @@ int CmdCancel(int argc, char** argv) {
   Job job;
   grpc::Status s = c->stub->CancelJob(&ctx, req, &job);
   if (!s.ok()) return Fail(c->Error(s));
-  if (args->flags.count("json")) std::printf("%s\n", ToJson(job).c_str());
-  else PrintJob(job, stdout);
+  if (args->flags.count("json"))
+    std::printf("%s\n", ToJson(job).c_str());
+  else
+    PrintJob(job, stdout);
   return 0;
 }
 
 int CmdFetch(int argc, char** argv) {
   auto args = ParseArgs(argc, argv, 2, With(kClientOptions, {"o", "out"}), {"json"});
   if (!args.ok()) return Fail(args.status());
-  if (args->positional.size() != 1) return Fail(absl::InvalidArgumentError("fetch: exactly one JOB id expected"));
-  std::string out = args->options.count("o") ? args->options["o"] : args->options.count("out") ? args->options["out"] : "";
+  if (args->positional.size() != 1)
+    return Fail(absl::InvalidArgumentError("fetch: exactly one JOB id expected"));
+  std::string out = args->options.count("o")     ? args->options["o"]
+                    : args->options.count("out") ? args->options["out"]
+                                                 : "";
   if (out.empty()) return Fail(absl::InvalidArgumentError("fetch: -o MODEL.bpq is required"));
   auto c = MakeClient(*args);
   if (!c.ok()) return Fail(c.status());
@@ -363,9 +389,9 @@ int CmdFetch(int argc, char** argv) {
   const std::string got_sha = hash.HexDigest();
   if (!f || got_sha != want_sha || got_bytes != want_bytes) {
     std::remove(part.c_str());
-    return Fail(absl::DataLossError(absl::StrCat("fetch: the artifact arrived damaged (", got_bytes, " bytes, sha256 ",
-                                                 got_sha, "; expected ", want_bytes, " bytes, sha256 ", want_sha,
-                                                 "); nothing written")));
+    return Fail(absl::DataLossError(absl::StrCat("fetch: the artifact arrived damaged (", got_bytes,
+                                                 " bytes, sha256 ", got_sha, "; expected ", want_bytes,
+                                                 " bytes, sha256 ", want_sha, "); nothing written")));
   }
   if (std::rename(part.c_str(), out.c_str()) != 0) {
     std::remove(part.c_str());
@@ -373,15 +399,16 @@ int CmdFetch(int argc, char** argv) {
   }
   if (args->flags.count("json")) {
     std::printf("%s\n", JsonObject()
-                             .String("job_id", args->positional[0])
-                             .String("path", out)
-                             .Number("bytes", double(got_bytes))
-                             .String("sha256", got_sha)
-                             .Bool("verified", true)
-                             .ToJson(/*single_line=*/true)
-                             .c_str());
+                            .String("job_id", args->positional[0])
+                            .String("path", out)
+                            .Number("bytes", double(got_bytes))
+                            .String("sha256", got_sha)
+                            .Bool("verified", true)
+                            .ToJson(/*single_line=*/true)
+                            .c_str());
   } else {
-    std::printf("wrote %s: %lld bytes, sha256 %s (verified)\n", out.c_str(), (long long)got_bytes, got_sha.c_str());
+    std::printf("wrote %s: %lld bytes, sha256 %s (verified)\n", out.c_str(), (long long)got_bytes,
+                got_sha.c_str());
   }
   return 0;
 }

@@ -49,12 +49,13 @@ void ProgressPrinter::Finish() {
 std::string UniformCheckSummary(const bpnas::v1::SearchResult& r) {
   if (r.check_uniform_bits() == 0) return "";
   char buf[240];
-  std::snprintf(buf, sizeof buf,
-                "derived %.2f%%, uniform %u-bit %.2f%% (standard error %.2f; each fine-tuned on %llu images): "
-                "returned the %s",
-                r.check_derived_accuracy(), r.check_uniform_bits(), r.check_uniform_accuracy(), r.check_margin(),
-                static_cast<unsigned long long>(r.check_train_samples()),
-                r.returned_uniform() ? "uniform candidate" : "derived network");
+  std::snprintf(
+      buf, sizeof buf,
+      "derived %.2f%%, uniform %u-bit %.2f%% (standard error %.2f; each fine-tuned on %llu images): "
+      "returned the %s",
+      r.check_derived_accuracy(), r.check_uniform_bits(), r.check_uniform_accuracy(), r.check_margin(),
+      static_cast<unsigned long long>(r.check_train_samples()),
+      r.returned_uniform() ? "uniform candidate" : "derived network");
   return buf;
 }
 

@@ -5,8 +5,8 @@
 #include <signal.h>
 #include <unistd.h>
 
-#include <csignal>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -46,9 +46,11 @@ std::string SelfDir() {
 
 // Starts `argv` with stdout/stderr appended to `log`, in its own process group (a terminal's
 // Ctrl-C reaches only `bpnas up`, which then stops the children in order).
-absl::StatusOr<Child> Spawn(const std::string& what, const std::vector<std::string>& argv, const std::string& log) {
+absl::StatusOr<Child> Spawn(const std::string& what, const std::vector<std::string>& argv,
+                            const std::string& log) {
   if (access(argv[0].c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": ", argv[0], " is not there or not executable (build it first)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": ", argv[0], " is not there or not executable (build it first)"));
   }
   SubprocessOptions options;
   options.stdout_to = SubprocessOptions::Output::kFile;
@@ -56,7 +58,8 @@ absl::StatusOr<Child> Spawn(const std::string& what, const std::vector<std::stri
   options.stderr_to = SubprocessOptions::Output::kStdout;
   options.new_process_group = true;
   absl::StatusOr<std::unique_ptr<Subprocess>> process = Subprocess::Start(argv, options);
-  if (!process.ok()) return absl::Status(process.status().code(), absl::StrCat(what, ": ", process.status().message()));
+  if (!process.ok())
+    return absl::Status(process.status().code(), absl::StrCat(what, ": ", process.status().message()));
   return Child{what, log, std::move(*process)};
 }
 
@@ -65,7 +68,8 @@ std::string Tail(const std::string& path, int lines) {
   std::vector<std::string> all;
   for (std::string l; std::getline(f, l);) all.push_back(l);
   std::string out;
-  for (size_t i = all.size() > size_t(lines) ? all.size() - lines : 0; i < all.size(); ++i) out += "    " + all[i] + "\n";
+  for (size_t i = all.size() > size_t(lines) ? all.size() - lines : 0; i < all.size(); ++i)
+    out += "    " + all[i] + "\n";
   return out;
 }
 
@@ -93,17 +97,22 @@ int PortOf(const std::string& address) {
 }  // namespace
 
 int CmdUp(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"workers", "state", "db", "listen", "http", "threads", "pg-port"}, {});
+  auto args =
+      ParseArgs(argc, argv, 2, {"workers", "state", "db", "listen", "http", "threads", "pg-port"}, {});
   if (!args.ok()) return Fail(args.status());
   if (!args->positional.empty()) return Fail(absl::InvalidArgumentError("up: takes no positional arguments"));
   int workers = 1, threads = 0, pg_port = 0;
-  if (args->options.count("workers") && (!absl::SimpleAtoi(args->options["workers"], &workers) || workers < 0 || workers > 64)) {
+  if (args->options.count("workers") &&
+      (!absl::SimpleAtoi(args->options["workers"], &workers) || workers < 0 || workers > 64)) {
     return Fail(absl::InvalidArgumentError("--workers: an integer in [0, 64]"));
   }
-  if (args->options.count("threads") && (!absl::SimpleAtoi(args->options["threads"], &threads) || threads < 0)) {
-    return Fail(absl::InvalidArgumentError("--threads: a non-negative integer (threads per worker; 0: cores / workers)"));
+  if (args->options.count("threads") &&
+      (!absl::SimpleAtoi(args->options["threads"], &threads) || threads < 0)) {
+    return Fail(absl::InvalidArgumentError(
+        "--threads: a non-negative integer (threads per worker; 0: cores / workers)"));
   }
-  if (args->options.count("pg-port") && (!absl::SimpleAtoi(args->options["pg-port"], &pg_port) || pg_port < 0 || pg_port > 65535)) {
+  if (args->options.count("pg-port") &&
+      (!absl::SimpleAtoi(args->options["pg-port"], &pg_port) || pg_port < 0 || pg_port > 65535)) {
     return Fail(absl::InvalidArgumentError("--pg-port: a TCP port"));
   }
   const std::string state = args->options.count("state") ? args->options["state"] : "bpnas-state";
@@ -147,8 +156,7 @@ int CmdUp(int argc, char** argv) {
     for (auto it = children.rbegin(); it != children.rend(); ++it) StopChild(*it, 10);
     if (pg) (void)pg->Stop();
   };
-  auto server = Spawn("coordinator",
-                      {bin + "/bpnas-server", "--listen", listen, "--db", dsn, "--http", http},
+  auto server = Spawn("coordinator", {bin + "/bpnas-server", "--listen", listen, "--db", dsn, "--http", http},
                       logs + "/server.log");
   if (!server.ok()) {
     stop_all();
@@ -166,8 +174,8 @@ int CmdUp(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   if (!ready) {
-    std::fprintf(stderr, "bpnas: the coordinator did not become ready; last lines of %s/server.log:\n%s", logs.c_str(),
-                 Tail(logs + "/server.log", 15).c_str());
+    std::fprintf(stderr, "bpnas: the coordinator did not become ready; last lines of %s/server.log:\n%s",
+                 logs.c_str(), Tail(logs + "/server.log", 15).c_str());
     stop_all();
     return 1;
   }
@@ -184,8 +192,9 @@ int CmdUp(int argc, char** argv) {
   }
 
   std::printf("bpnas up: coordinator on %s (gRPC), http://%s/metrics\n", listen.c_str(), http.c_str());
-  std::printf("  database: %s\n", pg ? absl::StrCat("private PostgreSQL in ", state_abs, "/postgres (port ", pg_port, ")").c_str()
-                                     : "--db (external)");
+  std::printf("  database: %s\n",
+              pg ? absl::StrCat("private PostgreSQL in ", state_abs, "/postgres (port ", pg_port, ")").c_str()
+                 : "--db (external)");
   for (int i = 0; i < workers; ++i) {
     std::printf("  worker %d: %d threads, metrics on 127.0.0.1:%d\n", i, threads, http_port + 1 + i);
   }
@@ -198,8 +207,8 @@ int CmdUp(int argc, char** argv) {
   while (!g_up_stop) {
     for (auto& c : children) {
       if (Exited(c)) {
-        std::fprintf(stderr, "bpnas: %s exited unexpectedly; last lines of %s:\n%s", c.what.c_str(), c.log.c_str(),
-                     Tail(c.log, 15).c_str());
+        std::fprintf(stderr, "bpnas: %s exited unexpectedly; last lines of %s:\n%s", c.what.c_str(),
+                     c.log.c_str(), Tail(c.log, 15).c_str());
         g_up_stop = 1;
         rc = 1;
       }

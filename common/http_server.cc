@@ -1,10 +1,7 @@
 #include "common/http_server.h"
 
-#include <arpa/inet.h>
 #include <civetweb.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +14,10 @@
 #include <mutex>
 #include <thread>
 #include <utility>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -53,17 +54,16 @@ absl::StatusOr<ListenAddress> ParseListenAddress(const std::string& listen) {
   int port = -1;
   if (port_text.empty() || !absl::SimpleAtoi(port_text, &port) || port < 0 || port > 65535 ||
       port_text.find_first_not_of("0123456789") != absl::string_view::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid listen address \"", listen,
-                     "\": want HOST:PORT, :PORT or PORT with PORT 0-65535"));
+    return absl::InvalidArgumentError(absl::StrCat("invalid listen address \"", listen,
+                                                   "\": want HOST:PORT, :PORT or PORT with PORT 0-65535"));
   }
   address.port = port;
   if (address.host == "localhost") address.host = "127.0.0.1";
   if (!address.host.empty()) {
     in_addr unused;
     if (inet_pton(AF_INET, address.host.c_str(), &unused) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid listen address \"", listen, "\": HOST must be an IPv4 address or localhost"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid listen address \"", listen, "\": HOST must be an IPv4 address or localhost"));
     }
   }
   return address;
@@ -75,11 +75,10 @@ void WriteResponse(mg_connection* conn, bool head, const HttpResponse& response,
   // Formatted here rather than with mg_printf: its vsnprintf needs more stack than civetweb's worker
   // threads have left once libraries with large thread-local storage are linked in (seen with the
   // CUDA runtime and NCCL in the worker: a segfault inside vsnprintf).
-  const std::string header = absl::StrCat("HTTP/1.1 ", response.status, " ", reason != nullptr ? reason : "",
-                                          "\r\nContent-Type: ", response.content_type,
-                                          "\r\nContent-Length: ", response.body.size(),
-                                          "\r\nCache-Control: no-store\r\n", extra_headers,
-                                          "Connection: close\r\n\r\n");
+  const std::string header =
+      absl::StrCat("HTTP/1.1 ", response.status, " ", reason != nullptr ? reason : "",
+                   "\r\nContent-Type: ", response.content_type, "\r\nContent-Length: ", response.body.size(),
+                   "\r\nCache-Control: no-store\r\n", extra_headers, "Connection: close\r\n\r\n");
   mg_write(conn, header.data(), header.size());
   if (!head && !response.body.empty()) mg_write(conn, response.body.data(), response.body.size());
 }
@@ -101,8 +100,7 @@ void KnockOnPort(const std::string& host, int port) {
   if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) return;
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return;
-  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 &&
-      errno == EINPROGRESS) {
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0 && errno == EINPROGRESS) {
     pollfd p{fd, POLLOUT, 0};
     poll(&p, 1, 10);
   }
@@ -111,11 +109,9 @@ void KnockOnPort(const std::string& host, int port) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen,
-                                                              int threads) {
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string& listen, int threads) {
   if (threads < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("HTTP server threads must be >= 1, got ", threads));
+    return absl::InvalidArgumentError(absl::StrCat("HTTP server threads must be >= 1, got ", threads));
   }
   auto parsed = ParseListenAddress(listen);
   if (!parsed.ok()) return parsed.status();
@@ -123,9 +119,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
   InitCivetwebOnce();
 
   std::unique_ptr<HttpServer> server(new HttpServer());
-  const std::string ports_option = address.host.empty()
-                                       ? std::to_string(address.port)
-                                       : absl::StrCat(address.host, ":", address.port);
+  const std::string ports_option =
+      address.host.empty() ? std::to_string(address.port) : absl::StrCat(address.host, ":", address.port);
   const std::string threads_option = std::to_string(threads);
   // No document_root: civetweb serves no files, every request goes through BeginRequest.
   const char* options[] = {"listening_ports",
@@ -167,20 +162,17 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const std::string&
       detail = detail.empty() ? std::string(error_text) : absl::StrCat(detail, "; ", error_text);
     }
     if (detail.empty()) detail = absl::StrCat("civetweb error ", error_code);
-    return absl::UnavailableError(
-        absl::StrCat("HTTP server cannot listen on ", listen, ": ", detail));
+    return absl::UnavailableError(absl::StrCat("HTTP server cannot listen on ", listen, ": ", detail));
   }
 
   mg_server_port bound[4];
   std::memset(bound, 0, sizeof(bound));
   const int n = mg_get_server_ports(server->context_, 4, bound);
   if (n < 1 || bound[0].port <= 0) {
-    return absl::InternalError(
-        absl::StrCat("HTTP server started on ", listen, " but reports no bound port"));
+    return absl::InternalError(absl::StrCat("HTTP server started on ", listen, " but reports no bound port"));
   }
   server->port_ = bound[0].port;
-  server->knock_host_ =
-      address.host.empty() || address.host == "0.0.0.0" ? "127.0.0.1" : address.host;
+  server->knock_host_ = address.host.empty() || address.host == "0.0.0.0" ? "127.0.0.1" : address.host;
   return server;
 }
 
@@ -293,8 +285,8 @@ absl::StatusOr<std::string> GetWithCivetweb(const std::string& host, int port, c
     }
     return absl::UnavailableError(absl::StrCat("cannot connect to ", target, ": ", error));
   }
-  const std::string request = absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port,
-                                           "\r\nConnection: close\r\n\r\n");
+  const std::string request =
+      absl::StrCat("GET ", path, " HTTP/1.0\r\nHost: ", host, ":", port, "\r\nConnection: close\r\n\r\n");
   if (mg_write(conn.get(), request.data(), request.size()) != static_cast<int>(request.size())) {
     return absl::UnavailableError(absl::StrCat("cannot send to ", target));
   }
@@ -333,8 +325,8 @@ absl::StatusOr<std::string> GetWithCivetweb(const std::string& host, int port, c
     }
   }
   if (info->content_length >= 0 && body.size() < static_cast<uint64_t>(info->content_length)) {
-    return absl::UnavailableError(absl::StrCat("reply from ", target, " was cut short (", body.size(),
-                                               " of ", info->content_length, " bytes)"));
+    return absl::UnavailableError(absl::StrCat("reply from ", target, " was cut short (", body.size(), " of ",
+                                               info->content_length, " bytes)"));
   }
 
   if (code == 200) return body;
@@ -348,7 +340,7 @@ absl::StatusOr<std::string> GetWithCivetweb(const std::string& host, int port, c
 struct PendingGet {
   std::mutex mu;
   std::condition_variable done_cv;
-  bool done = false;  // guarded by mu
+  bool done = false;                   // guarded by mu
   absl::StatusOr<std::string> result;  // guarded by mu
 };
 
@@ -378,7 +370,8 @@ absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std
   // A little past the deadline, so that a header wait timing out reports itself first.
   if (!pending->done_cv.wait_until(lock, deadline + std::chrono::milliseconds(50),
                                    [&] { return pending->done; })) {
-    return absl::DeadlineExceededError(absl::StrCat("timed out after ", timeout_ms, " ms waiting for ", target));
+    return absl::DeadlineExceededError(
+        absl::StrCat("timed out after ", timeout_ms, " ms waiting for ", target));
   }
   return std::move(pending->result);
 }

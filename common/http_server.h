@@ -82,9 +82,9 @@ class HttpServer {
 
 // GETs http://host:port/path over HTTP/1.0 and returns the body. Blocks for at most about
 // `timeout_ms` in total. Errors: UNAVAILABLE when the host cannot be resolved or reached
-// (connection refused, reset, closed without a reply), DEADLINE_EXCEEDED on timeout, NOT_FOUND for a 404 answer,
-// UNAVAILABLE for 5xx, FAILED_PRECONDITION for any other non-200 status (each message carries
-// the status line), INTERNAL for a reply that is not HTTP.
+// (connection refused, reset, closed without a reply), DEADLINE_EXCEEDED on timeout, NOT_FOUND for a 404
+// answer, UNAVAILABLE for 5xx, FAILED_PRECONDITION for any other non-200 status (each message carries the
+// status line), INTERNAL for a reply that is not HTTP.
 absl::StatusOr<std::string> HttpGet(const std::string& host, int port, const std::string& path,
                                     int timeout_ms);
 

@@ -87,8 +87,7 @@ LogLevel MinLogLevel() {
 std::string FormatLogLine(absl::Time time, LogLevel level, absl::string_view component,
                           absl::string_view message) {
   const std::string stamp = absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", time, absl::UTCTimeZone());
-  return absl::StrCat(stamp, " ", std::string(1, LevelLetter(level)), " ", component, "] ",
-                      message);
+  return absl::StrCat(stamp, " ", std::string(1, LevelLetter(level)), " ", component, "] ", message);
 }
 
 void Log(LogLevel level, absl::string_view component, absl::string_view message) {

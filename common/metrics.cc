@@ -36,16 +36,15 @@ bool IsValidLabelName(const std::string& name) {
   if (name.empty()) return false;
   for (size_t i = 0; i < name.size(); ++i) {
     const char c = name[i];
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
-                    (i > 0 && c >= '0' && c <= '9');
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || (i > 0 && c >= '0' && c <= '9');
     if (!ok) return false;
   }
   return true;
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 const char* TypeName(MetricType type) {
@@ -85,8 +84,7 @@ void ValidateFamily(const std::string& name, const std::string& help,
   std::set<std::string> seen;
   for (const std::string& label : label_names) {
     if (!IsValidLabelName(label)) {
-      Fail("metric " + name + ": invalid label name \"" + label +
-           "\": must match [a-zA-Z_][a-zA-Z0-9_]*");
+      Fail("metric " + name + ": invalid label name \"" + label + "\": must match [a-zA-Z_][a-zA-Z0-9_]*");
     }
     if (label.rfind("__", 0) == 0) {
       Fail("metric " + name + ": label name \"" + label + "\" starts with \"__\" (reserved)");
@@ -141,8 +139,7 @@ std::string LabelPairs(const std::vector<std::string>& label_names, const LabelV
 }
 
 // One sample line: name{pairs} value
-void AppendSample(const std::string& name, const std::string& pairs, double value,
-                  std::string* out) {
+void AppendSample(const std::string& name, const std::string& pairs, double value, std::string* out) {
   out->append(name);
   if (!pairs.empty()) {
     out->push_back('{');
@@ -164,8 +161,7 @@ std::vector<double> ValidatedBounds(const std::string& name, std::vector<double>
   if (!bounds.empty() && std::isinf(bounds.back()) && bounds.back() > 0) bounds.pop_back();
   for (size_t i = 0; i < bounds.size(); ++i) {
     if (!std::isfinite(bounds[i])) {
-      Fail("histogram " + name + ": bucket bound " + FormatMetricValue(bounds[i]) +
-           " is not finite");
+      Fail("histogram " + name + ": bucket bound " + FormatMetricValue(bounds[i]) + " is not finite");
     }
     if (i > 0 && !(bounds[i] > bounds[i - 1])) {
       Fail("histogram " + name + ": bucket bounds must be strictly increasing (" +
@@ -235,8 +231,7 @@ void Histogram::Observe(double value) {
   const size_t index =
       std::isnan(value)
           ? bounds_.size()
-          : static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), value) -
-                                bounds_.begin());
+          : static_cast<size_t>(std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin());
   counts_[index].fetch_add(1, std::memory_order_relaxed);
   AtomicAdd(sum_, value);
 }
@@ -259,15 +254,12 @@ namespace metrics_internal {
 
 FamilyBase::FamilyBase(std::string name, std::string help, std::vector<std::string> label_names,
                        MetricType type)
-    : name_(std::move(name)),
-      help_(std::move(help)),
-      label_names_(std::move(label_names)),
-      type_(type) {}
+    : name_(std::move(name)), help_(std::move(help)), label_names_(std::move(label_names)), type_(type) {}
 
 void FamilyBase::CheckArity(const LabelValues& values) const {
   if (values.size() != label_names_.size()) {
-    Fail("metric " + name_ + " has " + std::to_string(label_names_.size()) +
-         " label(s) but was given " + std::to_string(values.size()) + " value(s)");
+    Fail("metric " + name_ + " has " + std::to_string(label_names_.size()) + " label(s) but was given " +
+         std::to_string(values.size()) + " value(s)");
   }
 }
 
@@ -314,8 +306,7 @@ void AppendChildSamples(const std::string& name, const std::vector<std::string>&
   for (size_t i = 0; i < counts.size(); ++i) {
     cumulative += counts[i];
     const std::string le = i < h.bounds().size() ? FormatMetricValue(h.bounds()[i]) : "+Inf";
-    AppendSample(bucket_name, bucket_prefix + "le=\"" + le + "\"", static_cast<double>(cumulative),
-                 out);
+    AppendSample(bucket_name, bucket_prefix + "le=\"" + le + "\"", static_cast<double>(cumulative), out);
   }
   AppendSample(name + "_sum", pairs, sum, out);
   AppendSample(name + "_count", pairs, static_cast<double>(cumulative), out);
@@ -350,9 +341,8 @@ HistogramFamily* MetricsRegistry::AddHistogram(const std::string& name, const st
                                                std::vector<double> bucket_bounds) {
   ValidateFamily(name, help, label_names, MetricType::kHistogram);
   std::vector<double> bounds = ValidatedBounds(name, std::move(bucket_bounds));
-  auto family =
-      std::make_unique<HistogramFamily>(name, help, label_names, MetricType::kHistogram,
-                                        [bounds] { return std::make_unique<Histogram>(bounds); });
+  auto family = std::make_unique<HistogramFamily>(name, help, label_names, MetricType::kHistogram,
+                                                  [bounds] { return std::make_unique<Histogram>(bounds); });
   HistogramFamily* result = family.get();
   Insert(std::move(family));
   return result;

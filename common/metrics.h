@@ -107,8 +107,7 @@ enum class MetricType { kCounter, kGauge, kHistogram };
 // What every family shares: identity, label names, and how it prints itself.
 class FamilyBase {
  public:
-  FamilyBase(std::string name, std::string help, std::vector<std::string> label_names,
-             MetricType type);
+  FamilyBase(std::string name, std::string help, std::vector<std::string> label_names, MetricType type);
   virtual ~FamilyBase() = default;
   FamilyBase(const FamilyBase&) = delete;
   FamilyBase& operator=(const FamilyBase&) = delete;

@@ -16,9 +16,9 @@
 #define BPNAS_STATUS_CONCAT_(a, b) BPNAS_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define BPNAS_RETURN_IF_ERROR(expr)              \
-  do {                                           \
-    ::absl::Status bpnas_status_ = (expr);       \
+#define BPNAS_RETURN_IF_ERROR(expr)                \
+  do {                                             \
+    ::absl::Status bpnas_status_ = (expr);         \
     if (!bpnas_status_.ok()) return bpnas_status_; \
   } while (0)
 

@@ -3,9 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +11,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -86,8 +87,8 @@ std::vector<std::string> ChildEnvironment(const std::vector<std::pair<std::strin
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     const absl::string_view entry(*e);
     const absl::string_view name = entry.substr(0, entry.find('='));
-    const bool replaced = std::any_of(additions.begin(), additions.end(),
-                                      [&](const auto& a) { return a.first == name; });
+    const bool replaced =
+        std::any_of(additions.begin(), additions.end(), [&](const auto& a) { return a.first == name; });
     if (!replaced) env.emplace_back(entry);
   }
   for (const auto& [name, value] : additions) env.push_back(absl::StrCat(name, "=", value));
@@ -108,7 +109,7 @@ absl::StatusOr<int> OpenForChild(const std::string& path, bool write, const std:
 // In the child, between fork and exec: only async-signal-safe calls from here on.
 // Makes `fd` the child's descriptor `target`.
 bool RedirectInChild(int fd, int target) {
-  if (fd < 0) return true;  // inherit
+  if (fd < 0) return true;                              // inherit
   if (fd == target) return fcntl(fd, F_SETFD, 0) == 0;  // dup2 would keep close-on-exec
   return dup2(fd, target) == target;
 }
@@ -137,7 +138,8 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<
   }
   if ((options.stdout_to == Output::kFile && options.stdout_file.empty()) ||
       (options.stderr_to == Output::kFile && options.stderr_file.empty())) {
-    return absl::InvalidArgumentError(absl::StrCat("running ", argv[0], ": an output to a file needs a file name"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("running ", argv[0], ": an output to a file needs a file name"));
   }
   if (options.stdout_to == Output::kStdout) {
     return absl::InvalidArgumentError(absl::StrCat("running ", argv[0], ": stdout cannot go to stdout"));
@@ -168,7 +170,8 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<
   const int child_stdin = parent_closes.Add(*in);
 
   // stdout and stderr: -1 inherits.
-  auto output_fd = [&](Output to, const std::string& file, const char* what, int* read_end) -> absl::StatusOr<int> {
+  auto output_fd = [&](Output to, const std::string& file, const char* what,
+                       int* read_end) -> absl::StatusOr<int> {
     switch (to) {
       case Output::kInherit:
       case Output::kStdout:
@@ -229,7 +232,7 @@ absl::StatusOr<std::unique_ptr<Subprocess>> Subprocess::Start(const std::vector<
   }
   child->pid_ = pid;
   if (new_group) setpgid(pid, pid);  // also here, so the group exists once Start returns
-  close(report_fd);  // the parent's copy: end of file below once the program runs
+  close(report_fd);                  // the parent's copy: end of file below once the program runs
 
   // End of file: the exec succeeded. A report: the child failed before it and has exited.
   ChildFailure failure{0, 0};
@@ -264,7 +267,8 @@ void Subprocess::ReadCaptured(int wait_ms) {
   std::string* texts[2];
   int* owners[2];
   int n = 0;
-  for (auto [fd, text] : {std::make_pair(&stdout_fd_, &stdout_text_), std::make_pair(&stderr_fd_, &stderr_text_)}) {
+  for (auto [fd, text] :
+       {std::make_pair(&stdout_fd_, &stdout_text_), std::make_pair(&stderr_fd_, &stderr_text_)}) {
     if (*fd < 0) continue;
     fds[n] = pollfd{*fd, POLLIN, 0};
     texts[n] = text;
@@ -359,9 +363,11 @@ absl::StatusOr<SubprocessResult> RunSubprocess(const std::vector<std::string>& a
   if (!code.ok()) {
     (*child)->Kill();
     std::string printed = (*child)->stdout_text();
-    if (!(*child)->stderr_text().empty()) absl::StrAppend(&printed, printed.empty() ? "" : "\n", (*child)->stderr_text());
-    return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ", absl::FormatDuration(timeout),
-                                                    " and was killed", printed.empty() ? "" : "; it printed:\n", printed));
+    if (!(*child)->stderr_text().empty())
+      absl::StrAppend(&printed, printed.empty() ? "" : "\n", (*child)->stderr_text());
+    return absl::DeadlineExceededError(absl::StrCat(argv[0], " did not finish within ",
+                                                    absl::FormatDuration(timeout), " and was killed",
+                                                    printed.empty() ? "" : "; it printed:\n", printed));
   }
   SubprocessResult result;
   result.exit_code = *code;

@@ -25,13 +25,13 @@
 #ifndef BPNAS_COMMON_SUBPROCESS_H_
 #define BPNAS_COMMON_SUBPROCESS_H_
 
-#include <sys/types.h>
-
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <sys/types.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -72,7 +72,7 @@ class Subprocess {
   // directory cannot be entered or an output or input file cannot be opened; INTERNAL when the
   // system refuses a process or pipe.
   static absl::StatusOr<std::unique_ptr<Subprocess>> Start(const std::vector<std::string>& argv,
-                                                          const SubprocessOptions& options = {});
+                                                           const SubprocessOptions& options = {});
 
   // A child still running is killed (SIGKILL) and reaped: stop it first to let it clean up.
   ~Subprocess();

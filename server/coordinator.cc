@@ -8,13 +8,16 @@
 
 namespace bpnas {
 
-absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(JobStore* store, const CoordinatorOptions& options) {
+absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(JobStore* store,
+                                                                const CoordinatorOptions& options) {
   std::unique_ptr<Coordinator> c(new Coordinator());
   c->store_ = store;
   c->manager_ = std::make_unique<JobManager>(store, options.manager);
   c->progress_ = std::make_unique<ProgressWriter>(store, options.progress_writers);
-  c->search_ = std::make_unique<SearchServiceImpl>(store, c->manager_.get(), &c->metrics_, options.watch_poll);
-  c->workers_ = std::make_unique<WorkerServiceImpl>(store, c->manager_.get(), c->progress_.get(), &c->metrics_);
+  c->search_ =
+      std::make_unique<SearchServiceImpl>(store, c->manager_.get(), &c->metrics_, options.watch_poll);
+  c->workers_ =
+      std::make_unique<WorkerServiceImpl>(store, c->manager_.get(), c->progress_.get(), &c->metrics_);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &c->port_);
   builder.RegisterService(c->search_.get());
@@ -25,7 +28,8 @@ absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Start(JobStore* store,
                               std::max(1, options.grpc_max_pollers));
   c->server_ = builder.BuildAndStart();
   if (c->server_ == nullptr || c->port_ == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.listen, " (in use, or not a host:port)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options.listen, " (in use, or not a host:port)"));
   }
   c->manager_->Start();
   return c;

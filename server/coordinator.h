@@ -36,7 +36,8 @@ class Coordinator {
  public:
   // Starts serving on options.listen and starts the scheduler. `store` must outlive the result.
   // UNAVAILABLE if the address cannot be bound.
-  static absl::StatusOr<std::unique_ptr<Coordinator>> Start(JobStore* store, const CoordinatorOptions& options);
+  static absl::StatusOr<std::unique_ptr<Coordinator>> Start(JobStore* store,
+                                                            const CoordinatorOptions& options);
   // Stops the scheduler, then the gRPC server (calls in flight get up to 2 s).
   ~Coordinator();
   Coordinator(const Coordinator&) = delete;

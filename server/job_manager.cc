@@ -14,7 +14,7 @@ JobManager::JobManager(JobStore* store, JobManagerOptions options) : store_(stor
 JobManager::~JobManager() { Stop(); }
 
 absl::StatusOr<std::pair<bpnas::v1::Job, bool>> JobManager::Submit(const std::string& request_id,
-                                                                    const bpnas::v1::JobSpec& spec) {
+                                                                   const bpnas::v1::JobSpec& spec) {
   BPNAS_ASSIGN_OR_RETURN(JobPlan plan, PlanJob(spec, /*check_feasible=*/true));
   if (int(plan.spec.ranks()) > options_.max_ranks) {
     return absl::InvalidArgumentError(absl::StrCat("ranks: at most ", options_.max_ranks,
@@ -36,11 +36,12 @@ absl::StatusOr<bpnas::v1::Job> JobManager::Cancel(const std::string& job_id) {
   return job;
 }
 
-absl::StatusOr<bpnas::v1::JobState> JobManager::CompleteAttempt(const std::string& attempt_token, bool succeeded,
-                                                                 const std::string& error,
-                                                                 const bpnas::v1::SearchResult& result,
-                                                                 int64_t artifact_id) {
-  auto state = store_->CompleteAttempt(attempt_token, succeeded, error, result, artifact_id, options_.max_attempts);
+absl::StatusOr<bpnas::v1::JobState> JobManager::CompleteAttempt(const std::string& attempt_token,
+                                                                bool succeeded, const std::string& error,
+                                                                const bpnas::v1::SearchResult& result,
+                                                                int64_t artifact_id) {
+  auto state =
+      store_->CompleteAttempt(attempt_token, succeeded, error, result, artifact_id, options_.max_attempts);
   if (state.ok()) Poke();
   return state;
 }
@@ -95,8 +96,10 @@ void JobManager::Loop() {
     // A database outage shows up here every pass: say it once, and once when it heals.
     std::string now = s.ok() ? "" : std::string(s.message());
     if (now != last_error) {
-      if (!s.ok()) LogWarning("scheduler", StatusToString(s));
-      else LogInfo("scheduler", "store reachable again");
+      if (!s.ok())
+        LogWarning("scheduler", StatusToString(s));
+      else
+        LogInfo("scheduler", "store reachable again");
       last_error = now;
     }
   }

@@ -27,8 +27,8 @@ struct JobManagerOptions {
   absl::Duration lease = absl::Seconds(15);              // a worker silent this long loses its work
   absl::Duration heartbeat_interval = absl::Seconds(1);  // what workers are told to keep
   absl::Duration schedule_interval = absl::Milliseconds(500);
-  int max_attempts = 3;      // attempts per job before it is FAILED
-  int max_ranks = 16;        // largest spec.ranks accepted
+  int max_attempts = 3;  // attempts per job before it is FAILED
+  int max_ranks = 16;    // largest spec.ranks accepted
 };
 
 class JobManager {
@@ -44,7 +44,8 @@ class JobManager {
   absl::StatusOr<bpnas::v1::Job> Cancel(const std::string& job_id);
   absl::StatusOr<bpnas::v1::JobState> CompleteAttempt(const std::string& attempt_token, bool succeeded,
                                                       const std::string& error,
-                                                      const bpnas::v1::SearchResult& result, int64_t artifact_id);
+                                                      const bpnas::v1::SearchResult& result,
+                                                      int64_t artifact_id);
 
   // Starts / stops the scheduler thread.
   void Start();

@@ -74,8 +74,8 @@ class JobStore {
   // Stores a new QUEUED job (spec already normalized and validated; `budget` resolved), or, when
   // `request_id` is non-empty and an earlier job carries it, returns that job and created = false.
   virtual absl::StatusOr<std::pair<bpnas::v1::Job, bool>> CreateJob(const std::string& request_id,
-                                                                   const bpnas::v1::JobSpec& spec,
-                                                                   double budget) = 0;
+                                                                    const bpnas::v1::JobSpec& spec,
+                                                                    double budget) = 0;
   // The job with its latest (non-superseded) progress row, result and artifact checksum.
   virtual absl::StatusOr<bpnas::v1::Job> GetJob(const std::string& job_id) = 0;
   // Newest first; state JOB_STATE_UNSPECIFIED = every state.
@@ -136,8 +136,8 @@ class JobStore {
   // Non-superseded progress rows of `job_id` after `cursor` in (attempt, step) order, at most
   // `limit`; advances *cursor to the last row returned.
   virtual absl::StatusOr<std::vector<bpnas::v1::Progress>> ListProgress(const std::string& job_id,
-                                                                         ProgressCursor* cursor,
-                                                                         int limit) = 0;
+                                                                        ProgressCursor* cursor,
+                                                                        int limit) = 0;
 
   // ---- checkpoints and artifacts ----
 
@@ -145,7 +145,8 @@ class JobStore {
   virtual absl::StatusOr<std::unique_ptr<BlobWriter>> BeginCheckpoint(const std::string& attempt_token,
                                                                       int64_t step) = 0;
   // The newest complete checkpoint of the token's job (from any attempt); NOT_FOUND if none.
-  virtual absl::StatusOr<std::unique_ptr<BlobReader>> OpenLatestCheckpoint(const std::string& attempt_token) = 0;
+  virtual absl::StatusOr<std::unique_ptr<BlobReader>> OpenLatestCheckpoint(
+      const std::string& attempt_token) = 0;
   // FAILED_PRECONDITION if the token is not active.
   virtual absl::StatusOr<std::unique_ptr<BlobWriter>> BeginArtifact(const std::string& attempt_token) = 0;
   // Ends the token's attempt. succeeded: the job becomes SUCCEEDED with `result` and the finished
@@ -153,8 +154,8 @@ class JobStore {
   // goes back to QUEUED, or FAILED once it has had max_attempts attempts. Either way the attempt's
   // assignments become inactive and their workers IDLE. Returns the job's new state.
   // FAILED_PRECONDITION if the token is not active (the attempt already ended).
-  virtual absl::StatusOr<bpnas::v1::JobState> CompleteAttempt(const std::string& attempt_token, bool succeeded,
-                                                              const std::string& error,
+  virtual absl::StatusOr<bpnas::v1::JobState> CompleteAttempt(const std::string& attempt_token,
+                                                              bool succeeded, const std::string& error,
                                                               const bpnas::v1::SearchResult& result,
                                                               int64_t artifact_id, int max_attempts) = 0;
   // The artifact of a SUCCEEDED job; FAILED_PRECONDITION naming the state otherwise.

@@ -44,8 +44,10 @@ int Run() {
   using namespace bpnas;
   const std::string dsn = absl::GetFlag(FLAGS_db);
   if (absl::GetFlag(FLAGS_lease_seconds) <= 0 || absl::GetFlag(FLAGS_heartbeat_ms) <= 0 ||
-      absl::GetFlag(FLAGS_max_attempts) < 1 || absl::GetFlag(FLAGS_db_pool) < 1 || absl::GetFlag(FLAGS_max_ranks) < 1) {
-    LogError(kComponent, "--lease_seconds, --heartbeat_ms, --max_attempts, --db_pool and --max_ranks must be positive");
+      absl::GetFlag(FLAGS_max_attempts) < 1 || absl::GetFlag(FLAGS_db_pool) < 1 ||
+      absl::GetFlag(FLAGS_max_ranks) < 1) {
+    LogError(kComponent,
+             "--lease_seconds, --heartbeat_ms, --max_attempts, --db_pool and --max_ranks must be positive");
     return 2;
   }
   if (absl::GetFlag(FLAGS_heartbeat_ms) >= absl::GetFlag(FLAGS_lease_seconds) * 1000) {
@@ -58,7 +60,8 @@ int Run() {
   const absl::Time give_up = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_db_wait_seconds));
   for (;;) {
     migrated = ApplyMigrations(dsn);
-    if (migrated.ok() || migrated.code() != absl::StatusCode::kUnavailable || absl::Now() > give_up || g_stop) break;
+    if (migrated.ok() || migrated.code() != absl::StatusCode::kUnavailable || absl::Now() > give_up || g_stop)
+      break;
     absl::SleepFor(absl::Milliseconds(500));
   }
   if (!migrated.ok()) {

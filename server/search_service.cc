@@ -67,7 +67,8 @@ grpc::Status SearchServiceImpl::WatchJob(grpc::ServerContext* ctx, const bpnas::
       [&] { return ctx->IsCancelled(); })));
 }
 
-grpc::Status SearchServiceImpl::FetchArtifact(grpc::ServerContext* ctx, const bpnas::v1::FetchArtifactRequest* req,
+grpc::Status SearchServiceImpl::FetchArtifact(grpc::ServerContext* ctx,
+                                              const bpnas::v1::FetchArtifactRequest* req,
                                               grpc::ServerWriter<bpnas::v1::ArtifactChunk>* writer) {
   ScopedRpc rpc(metrics_, "FetchArtifact");
   if (auto s = RequireJobId(req->job_id()); !s.ok()) return rpc.Done(ToGrpcStatus(s));

@@ -21,7 +21,8 @@ class SearchServiceImpl final : public bpnas::v1::SearchService::Service {
 
   grpc::Status SubmitJob(grpc::ServerContext* ctx, const bpnas::v1::SubmitJobRequest* req,
                          bpnas::v1::SubmitJobResponse* resp) override;
-  grpc::Status GetJob(grpc::ServerContext* ctx, const bpnas::v1::GetJobRequest* req, bpnas::v1::Job* resp) override;
+  grpc::Status GetJob(grpc::ServerContext* ctx, const bpnas::v1::GetJobRequest* req,
+                      bpnas::v1::Job* resp) override;
   grpc::Status ListJobs(grpc::ServerContext* ctx, const bpnas::v1::ListJobsRequest* req,
                         bpnas::v1::ListJobsResponse* resp) override;
   grpc::Status CancelJob(grpc::ServerContext* ctx, const bpnas::v1::CancelJobRequest* req,

@@ -10,24 +10,42 @@ constexpr int kMaxLabelledJobs = 10000;
 
 const char* CodeName(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk: return "OK";
-    case absl::StatusCode::kCancelled: return "CANCELLED";
-    case absl::StatusCode::kUnknown: return "UNKNOWN";
-    case absl::StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case absl::StatusCode::kDeadlineExceeded: return "DEADLINE_EXCEEDED";
-    case absl::StatusCode::kNotFound: return "NOT_FOUND";
-    case absl::StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case absl::StatusCode::kPermissionDenied: return "PERMISSION_DENIED";
-    case absl::StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case absl::StatusCode::kFailedPrecondition: return "FAILED_PRECONDITION";
-    case absl::StatusCode::kAborted: return "ABORTED";
-    case absl::StatusCode::kOutOfRange: return "OUT_OF_RANGE";
-    case absl::StatusCode::kUnimplemented: return "UNIMPLEMENTED";
-    case absl::StatusCode::kInternal: return "INTERNAL";
-    case absl::StatusCode::kUnavailable: return "UNAVAILABLE";
-    case absl::StatusCode::kDataLoss: return "DATA_LOSS";
-    case absl::StatusCode::kUnauthenticated: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case absl::StatusCode::kOk:
+      return "OK";
+    case absl::StatusCode::kCancelled:
+      return "CANCELLED";
+    case absl::StatusCode::kUnknown:
+      return "UNKNOWN";
+    case absl::StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case absl::StatusCode::kDeadlineExceeded:
+      return "DEADLINE_EXCEEDED";
+    case absl::StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case absl::StatusCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case absl::StatusCode::kPermissionDenied:
+      return "PERMISSION_DENIED";
+    case absl::StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case absl::StatusCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
+    case absl::StatusCode::kAborted:
+      return "ABORTED";
+    case absl::StatusCode::kOutOfRange:
+      return "OUT_OF_RANGE";
+    case absl::StatusCode::kUnimplemented:
+      return "UNIMPLEMENTED";
+    case absl::StatusCode::kInternal:
+      return "INTERNAL";
+    case absl::StatusCode::kUnavailable:
+      return "UNAVAILABLE";
+    case absl::StatusCode::kDataLoss:
+      return "DATA_LOSS";
+    case absl::StatusCode::kUnauthenticated:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -41,12 +59,12 @@ ServerMetrics::ServerMetrics() {
                                       "SubmitJob calls by result (created, duplicate, invalid).", {"result"});
   rpcs_ = registry_.AddCounter("bpnas_rpcs_total", "gRPC calls handled, by method and status code.",
                                {"method", "code"});
-  rpc_seconds_ = registry_.AddHistogram("bpnas_rpc_duration_seconds", "gRPC call latency by method.", {"method"},
-                                        LatencyBucketsSeconds());
+  rpc_seconds_ = registry_.AddHistogram("bpnas_rpc_duration_seconds", "gRPC call latency by method.",
+                                        {"method"}, LatencyBucketsSeconds());
   progress_reports_ = registry_.AddCounter("bpnas_progress_reports_total", "Progress reports stored.");
-  job_loss_ = registry_.AddGauge("bpnas_running_job_loss",
-                                 "Loss terms of a running job's latest report (cross_entropy, barrier, prob1).",
-                                 {"job", "term"});
+  job_loss_ = registry_.AddGauge(
+      "bpnas_running_job_loss",
+      "Loss terms of a running job's latest report (cross_entropy, barrier, prob1).", {"job", "term"});
   job_cost_ratio_ = registry_.AddGauge("bpnas_running_job_cost_ratio",
                                        "Cost / budget of a running job: expected, or of the argmax network.",
                                        {"job", "kind"});

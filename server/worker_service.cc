@@ -22,7 +22,8 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext*, const bpnas::v1::
   auto id = store_->RegisterWorker(*req, manager_->options().lease);
   if (!id.ok()) return rpc.Done(ToGrpcStatus(id.status()));
   resp->set_worker_id(*id);
-  resp->set_heartbeat_interval_ms(uint32_t(absl::ToInt64Milliseconds(manager_->options().heartbeat_interval)));
+  resp->set_heartbeat_interval_ms(
+      uint32_t(absl::ToInt64Milliseconds(manager_->options().heartbeat_interval)));
   resp->set_lease_ms(uint32_t(absl::ToInt64Milliseconds(manager_->options().lease)));
   manager_->Poke();
   return rpc.Done(grpc::Status::OK);
@@ -31,14 +32,16 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext*, const bpnas::v1::
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const bpnas::v1::HeartbeatRequest* req,
                                           bpnas::v1::HeartbeatResponse* resp) {
   ScopedRpc rpc(metrics_, "Heartbeat");
-  if (req->worker_id().empty()) return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("worker_id: required")));
+  if (req->worker_id().empty())
+    return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("worker_id: required")));
   auto r = store_->Heartbeat(req->worker_id(), req->attempt_token(), manager_->options().lease);
   if (!r.ok()) return rpc.Done(ToGrpcStatus(r.status()));
   *resp = std::move(*r);
   return rpc.Done(grpc::Status::OK);
 }
 
-grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*, const bpnas::v1::ReportProgressRequest* req,
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*,
+                                               const bpnas::v1::ReportProgressRequest* req,
                                                bpnas::v1::ReportProgressResponse* resp) {
   ScopedRpc rpc(metrics_, "ReportProgress");
   if (auto s = RequireToken(req->attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
@@ -50,7 +53,8 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*, const bpnas
   return rpc.Done(grpc::Status::OK);
 }
 
-grpc::Status WorkerServiceImpl::PublishRendezvous(grpc::ServerContext*, const bpnas::v1::PublishRendezvousRequest* req,
+grpc::Status WorkerServiceImpl::PublishRendezvous(grpc::ServerContext*,
+                                                  const bpnas::v1::PublishRendezvousRequest* req,
                                                   bpnas::v1::PublishRendezvousResponse*) {
   ScopedRpc rpc(metrics_, "PublishRendezvous");
   if (auto s = RequireToken(req->attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
@@ -62,7 +66,8 @@ grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext*,
                                                  bpnas::v1::UploadCheckpointResponse* resp) {
   ScopedRpc rpc(metrics_, "UploadCheckpoint");
   bpnas::v1::CheckpointChunk first;
-  if (!reader->Read(&first)) return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("empty checkpoint stream")));
+  if (!reader->Read(&first))
+    return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("empty checkpoint stream")));
   if (auto s = RequireToken(first.attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
   if (auto s = CheckSha256Hex("sha256", first.sha256()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
   auto writer = store_->BeginCheckpoint(first.attempt_token(), first.step());
@@ -75,7 +80,8 @@ grpc::Status WorkerServiceImpl::UploadCheckpoint(grpc::ServerContext*,
   return rpc.Done(grpc::Status::OK);
 }
 
-grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx, const bpnas::v1::FetchCheckpointRequest* req,
+grpc::Status WorkerServiceImpl::FetchCheckpoint(grpc::ServerContext* ctx,
+                                                const bpnas::v1::FetchCheckpointRequest* req,
                                                 grpc::ServerWriter<bpnas::v1::CheckpointChunk>* writer) {
   ScopedRpc rpc(metrics_, "FetchCheckpoint");
   if (auto s = RequireToken(req->attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
@@ -94,7 +100,8 @@ grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext*,
                                                 bpnas::v1::CompleteAttemptResponse* resp) {
   ScopedRpc rpc(metrics_, "CompleteAttempt");
   bpnas::v1::CompleteAttemptChunk first;
-  if (!reader->Read(&first)) return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("empty completion stream")));
+  if (!reader->Read(&first))
+    return rpc.Done(ToGrpcStatus(absl::InvalidArgumentError("empty completion stream")));
   if (auto s = RequireToken(first.attempt_token()); !s.ok()) return rpc.Done(ToGrpcStatus(s));
   int64_t artifact_id = 0;
   if (first.succeeded()) {
@@ -103,8 +110,8 @@ grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext*,
     if (!writer.ok()) return rpc.Done(ToGrpcStatus(writer.status()));
     // The store compares the worker's checksum with its own of the bytes that arrived.
     auto id = ReceiveBlob(
-        first, [&](bpnas::v1::CompleteAttemptChunk* m) { return reader->Read(m); }, writer->get(), first.sha256(),
-        first.total_bytes() > 0 ? first.total_bytes() : -1);
+        first, [&](bpnas::v1::CompleteAttemptChunk* m) { return reader->Read(m); }, writer->get(),
+        first.sha256(), first.total_bytes() > 0 ? first.total_bytes() : -1);
     if (!id.ok()) return rpc.Done(ToGrpcStatus(id.status()));
     artifact_id = *id;
   } else {
@@ -112,10 +119,10 @@ grpc::Status WorkerServiceImpl::CompleteAttempt(grpc::ServerContext*,
     while (reader->Read(&rest)) {
     }
   }
-  auto state = manager_->CompleteAttempt(first.attempt_token(), first.succeeded(),
-                                         first.error().empty() && !first.succeeded() ? "the worker reported a failure"
-                                                                                     : first.error(),
-                                         first.result(), artifact_id);
+  auto state = manager_->CompleteAttempt(
+      first.attempt_token(), first.succeeded(),
+      first.error().empty() && !first.succeeded() ? "the worker reported a failure" : first.error(),
+      first.result(), artifact_id);
   if (!state.ok()) return rpc.Done(ToGrpcStatus(state.status()));
   resp->set_state(*state);
   return rpc.Done(grpc::Status::OK);

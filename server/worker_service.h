@@ -26,7 +26,8 @@ class WorkerServiceImpl final : public bpnas::v1::WorkerService::Service {
                               bpnas::v1::ReportProgressResponse* resp) override;
   grpc::Status PublishRendezvous(grpc::ServerContext* ctx, const bpnas::v1::PublishRendezvousRequest* req,
                                  bpnas::v1::PublishRendezvousResponse* resp) override;
-  grpc::Status UploadCheckpoint(grpc::ServerContext* ctx, grpc::ServerReader<bpnas::v1::CheckpointChunk>* reader,
+  grpc::Status UploadCheckpoint(grpc::ServerContext* ctx,
+                                grpc::ServerReader<bpnas::v1::CheckpointChunk>* reader,
                                 bpnas::v1::UploadCheckpointResponse* resp) override;
   grpc::Status FetchCheckpoint(grpc::ServerContext* ctx, const bpnas::v1::FetchCheckpointRequest* req,
                                grpc::ServerWriter<bpnas::v1::CheckpointChunk>* writer) override;

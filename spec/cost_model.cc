@@ -12,8 +12,8 @@ CostModel::CostModel(std::vector<LayerInfo> layers, CostMetricKind metric, int f
     if (l.searchable) {
       searchable_.push_back(l);
     } else {
-      fixed_cost_ += metric_ == CostMetricKind::kBitOps ? l.macs * fixed_bits_ * fixed_bits_
-                                                        : l.params * fixed_bits_;
+      fixed_cost_ +=
+          metric_ == CostMetricKind::kBitOps ? l.macs * fixed_bits_ * fixed_bits_ : l.params * fixed_bits_;
     }
   }
 }
@@ -27,8 +27,7 @@ double CostModel::LayerCost(size_t i, double weight_bits, double activation_bits
                                             : searchable_[i].params * weight_bits;
 }
 
-double CostModel::Exact(const std::vector<int>& weight_bits,
-                        const std::vector<int>& activation_bits) const {
+double CostModel::Exact(const std::vector<int>& weight_bits, const std::vector<int>& activation_bits) const {
   double c = fixed_cost_;
   for (size_t i = 0; i < searchable_.size(); ++i) c += LayerCost(i, weight_bits[i], activation_bits[i]);
   return c;

@@ -54,8 +54,8 @@ class GraphBuilder {
   }
 
   // Option-A shortcut of CIFAR ResNets: subsample, zero-pad channels; no parameters.
-  std::string PadShortcut(const std::string& name, const std::string& input, int in_channels,
-                          int in_h, int in_w, int out_channels, int stride) {
+  std::string PadShortcut(const std::string& name, const std::string& input, int in_channels, int in_h,
+                          int in_w, int out_channels, int stride) {
     GraphNode n;
     n.name = name;
     n.op = NodeOp::kPadShortcut;

@@ -16,10 +16,14 @@ double JobFractionDone(const bpnas::v1::JobSpec& spec, const ProgressEvent& ev) 
     if (ev.phase == "train" || ev.phase == "finetune") done = epochs_done;
   } else {
     total = warmup + search + finetune;
-    if (ev.phase == "warmup") done = epochs_done;
-    else if (ev.phase == "search") done = warmup + 2.0 * epochs_done;
-    else if (ev.phase == "check") done = warmup + search;
-    else if (ev.phase == "finetune") done = warmup + search + epochs_done;
+    if (ev.phase == "warmup")
+      done = epochs_done;
+    else if (ev.phase == "search")
+      done = warmup + 2.0 * epochs_done;
+    else if (ev.phase == "check")
+      done = warmup + search;
+    else if (ev.phase == "finetune")
+      done = warmup + search + epochs_done;
   }
   if (ev.phase == "evaluate") return 1.0;
   return total > 0 ? std::clamp(done / total, 0.0, 1.0) : 0.0;

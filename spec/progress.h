@@ -17,21 +17,21 @@ struct ProgressEvent {
   std::string phase;  // "warmup", "search", "finetune", "train" (uniform), "evaluate"
   int epoch = 0;      // 1-based within the phase
   int epochs = 0;
-  int64_t step = 0;   // 1-based within the epoch
+  int64_t step = 0;  // 1-based within the epoch
   int64_t steps = 0;
-  int64_t job_step = 0; // training steps of the whole job so far (continues across a resume)
+  int64_t job_step = 0;  // training steps of the whole job so far (continues across a resume)
   double cross_entropy = 0;
-  double barrier = 0;        // mu * psi (upper + lower band), architecture steps only
-  double prob1 = 0;          // R
+  double barrier = 0;  // mu * psi (upper + lower band), architecture steps only
+  double prob1 = 0;    // R
   double prob1_lambda = 0;
   double barrier_t = 0;
-  double expected_ratio = 0; // E[cost] / budget (0 when there is no budget)
-  double argmax_ratio = 0;   // cost of the argmax network / budget
-  bool feasible = true;      // expected_ratio <= 1
+  double expected_ratio = 0;  // E[cost] / budget (0 when there is no budget)
+  double argmax_ratio = 0;    // cost of the argmax network / budget
+  bool feasible = true;       // expected_ratio <= 1
   double samples_per_second = 0;
   double elapsed_seconds = 0;
   bool epoch_end = false;
-  double eta_seconds = -1;   // time to the end of the job; < 0 unknown (the engine leaves it unset)
+  double eta_seconds = -1;  // time to the end of the job; < 0 unknown (the engine leaves it unset)
 };
 using ProgressCallback = std::function<void(const ProgressEvent&)>;
 

@@ -37,7 +37,10 @@ absl::Status CheckPositive(const std::string& field, double value, double hi) {
 
 absl::Status CheckBits(const std::string& field, google::protobuf::RepeatedField<uint32_t>* bits) {
   if (bits->empty()) {
-    bits->Add(2); bits->Add(3); bits->Add(4); bits->Add(8);
+    bits->Add(2);
+    bits->Add(3);
+    bits->Add(4);
+    bits->Add(8);
     return absl::OkStatus();
   }
   std::set<uint32_t> seen;
@@ -76,8 +79,8 @@ absl::StatusOr<DatasetGeometry> GeometryOf(const bpnas::v1::DatasetSpec& d) {
   if (d.kind() == "fashion-mnist" || d.kind() == "mnist") return g;
   if (d.kind() == "cifar10") return DatasetGeometry{3, 32, 32, 10};
   if (d.kind() == "synthetic") {
-    return DatasetGeometry{int(d.synthetic_channels()), int(d.synthetic_size()),
-                           int(d.synthetic_size()), int(d.synthetic_classes())};
+    return DatasetGeometry{int(d.synthetic_channels()), int(d.synthetic_size()), int(d.synthetic_size()),
+                           int(d.synthetic_classes())};
   }
   return Invalid("dataset.kind", absl::StrCat("unknown kind \"", d.kind(),
                                               "\" (known: fashion-mnist, mnist, cifar10, synthetic)"));
@@ -123,7 +126,8 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   BPNAS_RETURN_IF_ERROR(GeometryOf(*d).status());
 
   // search space
-  BPNAS_RETURN_IF_ERROR(CheckBits("search_space.weight_bits", s.mutable_search_space()->mutable_weight_bits()));
+  BPNAS_RETURN_IF_ERROR(
+      CheckBits("search_space.weight_bits", s.mutable_search_space()->mutable_weight_bits()));
   BPNAS_RETURN_IF_ERROR(
       CheckBits("search_space.activation_bits", s.mutable_search_space()->mutable_activation_bits()));
 
@@ -136,11 +140,13 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
     return Invalid("uniform_bits", "only valid when method is UNIFORM");
   }
   if (s.method() == bpnas::v1::FIXED) {
-    if (s.layer_bits().empty()) return Invalid("layer_bits", "required when method is FIXED (one entry per searchable layer)");
+    if (s.layer_bits().empty())
+      return Invalid("layer_bits", "required when method is FIXED (one entry per searchable layer)");
     for (int i = 0; i < s.layer_bits_size(); ++i) {
       const std::string at = absl::StrCat("layer_bits[", i, "].");
       BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>(at + "weight_bits", s.layer_bits(i).weight_bits(), 2, 8));
-      BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>(at + "activation_bits", s.layer_bits(i).activation_bits(), 2, 8));
+      BPNAS_RETURN_IF_ERROR(
+          CheckRange<uint32_t>(at + "activation_bits", s.layer_bits(i).activation_bits(), 2, 8));
     }
   } else if (!s.layer_bits().empty()) {
     return Invalid("layer_bits", "only valid when method is FIXED");
@@ -151,7 +157,8 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   auto* c = s.mutable_constraint();
   const bool has_budget = c->budget_case() != bpnas::v1::Constraint::BUDGET_NOT_SET;
   if (!fixed_config && !has_budget) {
-    return Invalid("constraint", "a budget is required: set constraint.max or constraint.max_relative_to_uniform_bits");
+    return Invalid("constraint",
+                   "a budget is required: set constraint.max or constraint.max_relative_to_uniform_bits");
   }
   if (has_budget && c->metric() == bpnas::v1::COST_METRIC_UNSPECIFIED) c->set_metric(bpnas::v1::BITOPS);
   if (c->budget_case() == bpnas::v1::Constraint::kMax && !(c->max() > 0)) {
@@ -202,14 +209,12 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   BPNAS_RETURN_IF_ERROR(CheckPositive("search.barrier_t_end", p->barrier_t_end(), 1e6));
   BPNAS_RETURN_IF_ERROR(CheckRange<double>("search.lower_band", p->lower_band(), 0, 0.99));
   if (!(p->start_ratio() > p->lower_band() && p->start_ratio() < 1)) {
-    return Invalid("search.start_ratio",
-                   absl::StrCat("must be in (search.lower_band, 1) = (", p->lower_band(), ", 1), got ",
-                                p->start_ratio()));
+    return Invalid("search.start_ratio", absl::StrCat("must be in (search.lower_band, 1) = (",
+                                                      p->lower_band(), ", 1), got ", p->start_ratio()));
   }
   if (!(p->budget_target() > p->lower_band() && p->budget_target() < 1)) {
-    return Invalid("search.budget_target",
-                   absl::StrCat("must be in (search.lower_band, 1) = (", p->lower_band(), ", 1), got ",
-                                p->budget_target()));
+    return Invalid("search.budget_target", absl::StrCat("must be in (search.lower_band, 1) = (",
+                                                        p->lower_band(), ", 1), got ", p->budget_target()));
   }
   BPNAS_RETURN_IF_ERROR(CheckRange<double>("search.prob1_lambda", p->prob1_lambda(), 0, 1e4));
   BPNAS_RETURN_IF_ERROR(CheckRange<double>("search.prob1_start", p->prob1_start(), 0, 1));
@@ -242,9 +247,11 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   if (!s.has_threads()) s.set_threads(0);
   BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("threads", s.threads(), 0, 1024));
   if (!s.has_checkpoint_every_seconds()) s.set_checkpoint_every_seconds(120);
-  BPNAS_RETURN_IF_ERROR(CheckRange<double>("checkpoint_every_seconds", s.checkpoint_every_seconds(), 0, 86400));
+  BPNAS_RETURN_IF_ERROR(
+      CheckRange<double>("checkpoint_every_seconds", s.checkpoint_every_seconds(), 0, 86400));
   if (!s.has_checkpoint_every_steps()) s.set_checkpoint_every_steps(0);
-  BPNAS_RETURN_IF_ERROR(CheckRange<uint32_t>("checkpoint_every_steps", s.checkpoint_every_steps(), 0, 100000000));
+  BPNAS_RETURN_IF_ERROR(
+      CheckRange<uint32_t>("checkpoint_every_steps", s.checkpoint_every_steps(), 0, 100000000));
   return s;
 }
 
@@ -271,8 +278,8 @@ absl::StatusOr<JobPlan> PlanJob(const JobSpec& raw, bool check_feasible) {
   } else if (s.method() == bpnas::v1::FIXED) {
     const size_t n = plan.cost_model.searchable().size();
     if (size_t(s.layer_bits_size()) != n) {
-      return Invalid("layer_bits", absl::StrCat("has ", s.layer_bits_size(), " entries; model ", s.model().name(),
-                                                " has ", n, " searchable layers"));
+      return Invalid("layer_bits", absl::StrCat("has ", s.layer_bits_size(), " entries; model ",
+                                                s.model().name(), " has ", n, " searchable layers"));
     }
     std::vector<int> wb, ab;
     for (const auto& l : s.layer_bits()) {
@@ -296,13 +303,14 @@ absl::StatusOr<JobPlan> PlanJob(const JobSpec& raw, bool check_feasible) {
   if (!fixed_config) {
     absl::Status why;
     if (plan.budget < plan.min_cost) {
-      why = Invalid(field, absl::StrCat("infeasible budget: ", plan.budget, " ",
-                                         CostMetricName(plan.metric), " is below the cheapest network (",
-                                         plan.min_cost, ", every searchable layer at its lowest bits)"));
+      why = Invalid(field, absl::StrCat("infeasible budget: ", plan.budget, " ", CostMetricName(plan.metric),
+                                        " is below the cheapest network (", plan.min_cost,
+                                        ", every searchable layer at its lowest bits)"));
     }
     if (plan.budget > plan.max_cost) {
-      why = Invalid(field, absl::StrCat("budget ", plan.budget, " is above the most expensive network (",
-                                         plan.max_cost, "): nothing to search; lower it or use method UNIFORM"));
+      why =
+          Invalid(field, absl::StrCat("budget ", plan.budget, " is above the most expensive network (",
+                                      plan.max_cost, "): nothing to search; lower it or use method UNIFORM"));
     }
     if (!why.ok()) {
       if (check_feasible) return why;

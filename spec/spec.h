@@ -19,8 +19,7 @@ namespace bpnas {
 inline constexpr char kDefaultFashionMnistDir[] = "/usr/share/datasets/fashion-mnist";
 
 // Parses JSON text; unknown fields and wrong types are INVALID_ARGUMENT naming the field.
-absl::StatusOr<bpnas::v1::JobSpec> ParseSpecJson(const std::string& json,
-                                                 const std::string& source_name);
+absl::StatusOr<bpnas::v1::JobSpec> ParseSpecJson(const std::string& json, const std::string& source_name);
 // Reads and parses a spec file (NOT_FOUND if it cannot be read).
 absl::StatusOr<bpnas::v1::JobSpec> LoadSpecFile(const std::string& path);
 

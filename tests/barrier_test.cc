@@ -1,8 +1,8 @@
 #include "worker/engine/barrier.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
+
+#include <gtest/gtest.h>
 
 namespace bpnas {
 namespace {
@@ -16,7 +16,8 @@ TEST(BarrierPenalty, ValueAndGradientMatchFiniteDifferences) {
       EXPECT_NEAR(v.item<double>(), BarrierPenaltyValue(z, t), 1e-9) << "t=" << t << " z=" << z;
       const double h = 1e-7;
       const double fd = (BarrierPenaltyValue(z + h, t) - BarrierPenaltyValue(z - h, t)) / (2 * h);
-      EXPECT_NEAR(zt.grad().item<double>(), fd, 1e-4 * std::max(1.0, std::abs(fd))) << "t=" << t << " z=" << z;
+      EXPECT_NEAR(zt.grad().item<double>(), fd, 1e-4 * std::max(1.0, std::abs(fd)))
+          << "t=" << t << " z=" << z;
       EXPECT_NEAR(BarrierPenaltyGradient(z, t), fd, 1e-4 * std::max(1.0, std::abs(fd)));
     }
   }

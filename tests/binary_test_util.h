@@ -3,14 +3,14 @@
 #ifndef BPNAS_TESTS_BINARY_TEST_UTIL_H_
 #define BPNAS_TESTS_BINARY_TEST_UTIL_H_
 
-#include <gtest/gtest.h>
-
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "absl/strings/str_split.h"
 #include "common/subprocess.h"

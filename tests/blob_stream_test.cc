@@ -1,13 +1,14 @@
 // The blob-streaming helpers (server/blob_stream.h) over in-memory readers and writers: the message
 // shape of a sent blob, and what a received one is checked against.
-#include <gtest/gtest.h>
+#include "server/blob_stream.h"
 
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "bpnas/v1/service.pb.h"
 #include "common/sha256.h"
-#include "server/blob_stream.h"
 
 namespace bpnas {
 namespace {
@@ -97,8 +98,8 @@ TEST(SendBlob, AClientThatGoesAwayIsCancelled) {
 }
 
 // Feeds `first` then `rest` to ReceiveBlob.
-absl::StatusOr<int64_t> Receive(const CheckpointChunk& first, std::vector<std::string> rest, FakeWriter* writer,
-                                const std::string& sha, int64_t expected_bytes = -1) {
+absl::StatusOr<int64_t> Receive(const CheckpointChunk& first, std::vector<std::string> rest,
+                                FakeWriter* writer, const std::string& sha, int64_t expected_bytes = -1) {
   size_t next = 0;
   return ReceiveBlob(
       first,

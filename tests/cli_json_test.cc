@@ -1,9 +1,9 @@
 // The CLI's hand-assembled JSON objects (cli/cli_util.h JsonObject).
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <limits>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "cli/cli_util.h"
 #include "google/protobuf/struct.pb.h"
@@ -44,7 +44,8 @@ TEST(JsonObject, WritesNonFiniteNumbersAsNullAndIntegersWithoutFraction) {
 }
 
 TEST(JsonObject, SingleLineHasNoNewline) {
-  const std::string json = JsonObject().String("phase", "search").Number("step", 3).ToJson(/*single_line=*/true);
+  const std::string json =
+      JsonObject().String("phase", "search").Number("step", 3).ToJson(/*single_line=*/true);
   EXPECT_EQ(json.find('\n'), std::string::npos) << json;
   EXPECT_EQ(Parse(json).fields().at("step").number_value(), 3);
 }

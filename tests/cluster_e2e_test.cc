@@ -1,9 +1,7 @@
 // End-to-end through the service: `bpnas up` (a private PostgreSQL, the coordinator and a local
 // worker, all real processes on loopback), then the CLI: submit, wait, fetch, eval, cancel, and a
 // restart of the whole cluster that must keep every job.
-#include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -14,13 +12,16 @@
 #include <string>
 #include <thread>
 
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
 #include "bpnas/v1/service.pb.h"
 #include "common/http_server.h"
 #include "common/pg_cluster.h"
-#include "tests/binary_test_util.h"
 #include "common/sha256.h"
 #include "common/subprocess.h"
 #include "google/protobuf/util/json_util.h"
+#include "tests/binary_test_util.h"
 
 namespace bpnas {
 namespace {
@@ -84,8 +85,8 @@ class Cluster : public ::testing::Test {
   static void TearDownTestSuite() { StopUp(); }
 
   static void StartUp() {
-    up_ = StartBin({Bin("bpnas"), "up", "--workers", "1", "--threads", "1", "--state", state_, "--listen", server_,
-                    "--http", "127.0.0.1:" + std::to_string(http_port_)},
+    up_ = StartBin({Bin("bpnas"), "up", "--workers", "1", "--threads", "1", "--state", state_, "--listen",
+                    server_, "--http", "127.0.0.1:" + std::to_string(http_port_)},
                    state_ + ".up.log");
     ASSERT_NE(up_, nullptr);
     // Ready when the coordinator answers.

@@ -32,8 +32,9 @@ CollectiveOptions Options(int rank, int world_size, absl::Duration timeout) {
 
 // Creates ranks `present` of a world of `world_size`, concurrently (the rendezvous blocks until
 // all have joined). Rank 0 listens on a free port first and hands the port to the others.
-std::vector<absl::StatusOr<std::unique_ptr<Collective>>> CreateRanks(
-    int world_size, const std::vector<int>& present, absl::Duration timeout) {
+std::vector<absl::StatusOr<std::unique_ptr<Collective>>> CreateRanks(int world_size,
+                                                                     const std::vector<int>& present,
+                                                                     absl::Duration timeout) {
   std::promise<int> port_promise;
   std::shared_future<int> port = port_promise.get_future().share();
   const bool has_rank0 = std::find(present.begin(), present.end(), 0) != present.end();
@@ -114,8 +115,7 @@ void ExpectAllReduceExact(int world_size) {
   for (int r = 0; r < world_size; ++r) {
     for (size_t i = 0; i < expected_sum.size(); ++i) {
       EXPECT_TRUE(torch::equal(sums[r][i], expected_sum[i])) << "rank " << r << " tensor " << i;
-      EXPECT_TRUE(torch::equal(means[r][i], expected_sum[i] / world_size))
-          << "rank " << r << " tensor " << i;
+      EXPECT_TRUE(torch::equal(means[r][i], expected_sum[i] / world_size)) << "rank " << r << " tensor " << i;
       EXPECT_EQ(sums[r][i].sizes(), expected_sum[i].sizes());
     }
     EXPECT_FALSE(sums[r][3].is_contiguous()) << "the caller's view was replaced, not written";
@@ -132,8 +132,7 @@ TEST(GlooCollective, BroadcastCopiesTheRootsTensorsToEveryRank) {
   ASSERT_EQ(group.size(), static_cast<size_t>(kWorld));
   std::vector<std::vector<torch::Tensor>> tensors(kWorld);
   ForEachRank(kWorld, [&](int r) {
-    tensors[r] = {torch::full({2, 3}, r + 0.5, torch::kFloat),
-                  torch::full({4}, r * 10, torch::kLong),
+    tensors[r] = {torch::full({2, 3}, r + 0.5, torch::kFloat), torch::full({4}, r * 10, torch::kLong),
                   torch::full({1}, r - 1.5, torch::kDouble)};
     EXPECT_TRUE(group[r]->Broadcast(tensors[r], /*root=*/1).ok());
   });
@@ -306,8 +305,8 @@ TEST(GlooCollective, ManyTensorsCostAboutOneCollective) {
   std::printf(
       "all-reduce of %lld floats (%.2f MB), 2 ranks on loopback: one tensor %.3f ms, "
       "%d tensors %.3f ms per call\n",
-      static_cast<long long>(kTotal), kTotal * 4 / 1e6, absl::ToDoubleMilliseconds(one_buffer[0]),
-      kTensors, absl::ToDoubleMilliseconds(many_tensors[0]));
+      static_cast<long long>(kTotal), kTotal * 4 / 1e6, absl::ToDoubleMilliseconds(one_buffer[0]), kTensors,
+      absl::ToDoubleMilliseconds(many_tensors[0]));
   // One collective per tensor would cost hundreds of round trips; flattening costs two copies.
   EXPECT_LT(many_tensors[0], 3 * one_buffer[0] + absl::Milliseconds(5));
 }

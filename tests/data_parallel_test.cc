@@ -1,20 +1,20 @@
 // Data-parallel search: two ranks (threads of this process) running the engine over Gloo on loopback
 // must end with the same model, and it must keep the budget.
-#include <gtest/gtest.h>
-
 #include <fstream>
 #include <future>
 #include <set>
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/json_util.h"
+#include "spec/spec.h"
 #include "worker/collective.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/data.h"
 #include "worker/engine/search.h"
-#include "spec/spec.h"
 
 namespace bpnas {
 namespace {
@@ -29,7 +29,8 @@ JobPlan Plan(int ranks) {
     "dataset": {"kind": "fashion-mnist", "train_limit": 6000, "test_limit": 1000},
     "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3},
     "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 64}, "finetune": {"epochs": 1},
-    "threads": 1, "seed": 5})", &spec);
+    "threads": 1, "seed": 5})",
+                                                        &spec);
   EXPECT_TRUE(st.ok());
   spec.set_ranks(uint32_t(ranks));
   auto plan = PlanJob(spec);
@@ -38,8 +39,8 @@ JobPlan Plan(int ranks) {
 }
 
 // Runs the plan on `world` ranks; returns each rank's result (model or error).
-std::vector<absl::StatusOr<bpnas::v1::QuantizedModel>> RunRanks(const JobPlan& plan, int world,
-                                                               std::vector<std::atomic<bool>>* stop = nullptr) {
+std::vector<absl::StatusOr<bpnas::v1::QuantizedModel>> RunRanks(
+    const JobPlan& plan, int world, std::vector<std::atomic<bool>>* stop = nullptr) {
   auto data = LoadDataset(plan.spec.dataset(), plan.spec.seed());
   EXPECT_TRUE(data.ok()) << data.status();
   CollectiveOptions base;
@@ -128,7 +129,9 @@ TEST(Checkpoint, ARunResumedFromAnyCheckpointEndsWithTheSameModel) {
     "dataset": {"kind": "synthetic", "synthetic_train": 900, "synthetic_test": 200},
     "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3},
     "search": {"warmup_epochs": 1, "epochs": 2, "batch_size": 64}, "finetune": {"epochs": 1},
-    "threads": 1, "seed": 9, "checkpoint_every_steps": 5, "checkpoint_every_seconds": 0})", &spec).ok());
+    "threads": 1, "seed": 9, "checkpoint_every_steps": 5, "checkpoint_every_seconds": 0})",
+                                                          &spec)
+                  .ok());
   auto plan = PlanJob(spec);
   ASSERT_TRUE(plan.ok()) << plan.status();
   auto data = LoadDataset(plan->spec.dataset(), plan->spec.seed());

@@ -82,16 +82,14 @@ Bytes IdxLabels(const std::vector<uint8_t>& labels, uint32_t magic = 0x00000801)
 
 void WriteRaw(const std::string& path, const Bytes& bytes) {
   std::ofstream out(path, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()),
-            static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   ASSERT_TRUE(out.good()) << path;
 }
 
 void WriteGz(const std::string& path, const Bytes& bytes) {
   gzFile f = gzopen(path.c_str(), "wb");
   ASSERT_NE(f, nullptr) << path;
-  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())),
-            static_cast<int>(bytes.size()));
+  ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())), static_cast<int>(bytes.size()));
   ASSERT_EQ(gzclose(f), Z_OK);
 }
 
@@ -106,8 +104,7 @@ void WriteMnistFolder(const TempDir& dir, const std::vector<uint8_t>& train_labe
   WriteGz(dir.File("train-images-idx3-ubyte.gz"),
           IdxImages(static_cast<uint32_t>(train_labels.size()), 28, 28));
   WriteGz(dir.File("train-labels-idx1-ubyte.gz"), IdxLabels(train_labels));
-  WriteRaw(dir.File("t10k-images-idx3-ubyte"),
-           IdxImages(static_cast<uint32_t>(test_labels.size()), 28, 28));
+  WriteRaw(dir.File("t10k-images-idx3-ubyte"), IdxImages(static_cast<uint32_t>(test_labels.size()), 28, 28));
   WriteRaw(dir.File("t10k-labels-idx1-ubyte"), IdxLabels(test_labels));
 }
 
@@ -234,8 +231,7 @@ TEST(MnistFolder, MissingFileIsNotFoundNamingExpectedPath) {
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(HasSubstr(status.message(), dir.File("t10k-labels-idx1-ubyte")));
 
-  EXPECT_EQ(LoadMnistFolder(dir.File("no-such-folder")).status().code(),
-            absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadMnistFolder(dir.File("no-such-folder")).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(MnistFolder, ImageAndLabelCountMismatchIsDataLossNamingBothFiles) {
@@ -393,10 +389,9 @@ TEST(Synthetic, IsInUnitRangeBalancedShuffledAndSeparable) {
   const torch::Tensor x_test = d.test.images.reshape({200, -1});
   std::vector<torch::Tensor> means;
   for (int c = 0; c < 4; ++c) means.push_back(x_train.index({d.train.labels == c}).mean(0));
-  const torch::Tensor centroids = torch::stack(means);                 // [4, P]
-  const torch::Tensor distances = torch::cdist(x_test, centroids);     // [200, 4]
-  const double accuracy =
-      distances.argmin(1).eq(d.test.labels).to(torch::kDouble).mean().item<double>();
+  const torch::Tensor centroids = torch::stack(means);              // [4, P]
+  const torch::Tensor distances = torch::cdist(x_test, centroids);  // [200, 4]
+  const double accuracy = distances.argmin(1).eq(d.test.labels).to(torch::kDouble).mean().item<double>();
   EXPECT_GT(accuracy, 0.9);
 }
 

@@ -16,9 +16,10 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <pqxx/pqxx>
 #include <string>
 #include <utility>
+
+#include <pqxx/pqxx>
 
 #include "server/pg/pool.h"
 

@@ -1,20 +1,20 @@
 // Behaviour of PgJobStore and the migrations against a real PostgreSQL server (pg_test_env.h).
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <map>
-#include <pqxx/pqxx>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/sha256.h"
-#include "server/pg/migrations.h"
 #include "server/pg/dsn.h"
+#include "server/pg/migrations.h"
 #include "server/pg/pg_job_store.h"
 #include "tests/pg_test_env.h"
 
@@ -435,8 +435,8 @@ TEST_F(JobStoreTest, AppendProgressTakesAnyBytesInTokensAndPhasesWithoutSpoiling
   // Tokens and phases travel as array literals: quotes, backslashes, commas and braces must not
   // break the batch for the other reports in it.
   ASSERT_OK_AND_ASSIGN(std::vector<bool> running,
-                       store_->AppendProgress({Report("a\"b\\c,{d}", 1, "x", 0),
-                                               Report(r.token, 5, "we\"ird,{phase}\\", 1.5)}));
+                       store_->AppendProgress(
+                           {Report("a\"b\\c,{d}", 1, "x", 0), Report(r.token, 5, "we\"ird,{phase}\\", 1.5)}));
   EXPECT_EQ(running, std::vector<bool>({false, true}));
   ProgressCursor cursor;
   ASSERT_OK_AND_ASSIGN(std::vector<Progress> rows, store_->ListProgress(r.job_id, &cursor, 100));
@@ -446,8 +446,9 @@ TEST_F(JobStoreTest, AppendProgressTakesAnyBytesInTokensAndPhasesWithoutSpoiling
 
 TEST_F(JobStoreTest, ProgressAfterTheLastCheckpointOfAFailedAttemptIsSuperseded) {
   Running r = StartOneRankJob("superseded");
-  ASSERT_OK(store_->AppendProgress({Report(r.token, 10, "search", 1), Report(r.token, 20, "search", 1),
-                                    Report(r.token, 30, "search", 1)})
+  ASSERT_OK(store_
+                ->AppendProgress({Report(r.token, 10, "search", 1), Report(r.token, 20, "search", 1),
+                                  Report(r.token, 30, "search", 1)})
                 .status());
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<BlobWriter> w, store_->BeginCheckpoint(r.token, 20));
   ASSERT_OK(w->Append("state"));

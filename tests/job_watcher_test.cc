@@ -1,6 +1,6 @@
 // JobWatcher (server/job_watcher.h) called directly, without gRPC, over a real PostgreSQL store
 // (pg_test_env.h): the events a WatchJob stream carries and when it ends.
-#include <gtest/gtest.h>
+#include "server/job_watcher.h"
 
 #include <atomic>
 #include <memory>
@@ -8,8 +8,9 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "absl/time/time.h"
-#include "server/job_watcher.h"
 #include "server/pg/pg_job_store.h"
 #include "tests/pg_test_env.h"
 
@@ -76,7 +77,11 @@ TEST_F(JobWatcherTest, EmitsTheJobThenEveryStepOnceThenTheEnd) {
   absl::Status watched;
   std::thread watching([&] {
     watched = watcher.Watch(
-        job_id_, -1, [&](const WatchJobEvent& e) { events.push_back(Describe(e)); return true; },
+        job_id_, -1,
+        [&](const WatchJobEvent& e) {
+          events.push_back(Describe(e));
+          return true;
+        },
         [] { return false; });
   });
   absl::SleepFor(5 * kPoll);
@@ -131,7 +136,12 @@ TEST_F(JobWatcherTest, AnUnknownJobIsNotFoundAndEmitsNothing) {
   JobWatcher watcher(store_.get(), kPoll);
   int emitted = 0;
   absl::Status s = watcher.Watch(
-      "j-nosuchjob0", -1, [&](const WatchJobEvent&) { ++emitted; return true; }, [] { return false; });
+      "j-nosuchjob0", -1,
+      [&](const WatchJobEvent&) {
+        ++emitted;
+        return true;
+      },
+      [] { return false; });
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
   EXPECT_EQ(emitted, 0);
 }

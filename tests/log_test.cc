@@ -1,11 +1,11 @@
 #include "common/log.h"
 
-#include <gtest/gtest.h>
-
 #include <regex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "absl/time/civil_time.h"
 

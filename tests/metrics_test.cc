@@ -1,9 +1,6 @@
 #include "common/metrics.h"
 
-#include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,6 +14,10 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include "common/http_server.h"
 #include "common/subprocess.h"
 
@@ -28,8 +29,7 @@ namespace {
 TEST(MetricsExposition, PrintsHelpAndTypeOncePerFamilySortedByName) {
   MetricsRegistry registry;
   GaugeFamily* workers = registry.AddGauge("bpnas_workers", "Registered workers.", {"state"});
-  CounterFamily* rpcs =
-      registry.AddCounter("bpnas_rpcs_total", "RPCs handled.", {"method", "code"});
+  CounterFamily* rpcs = registry.AddCounter("bpnas_rpcs_total", "RPCs handled.", {"method", "code"});
   rpcs->WithLabels({"SubmitJob", "OK"}).Inc();
   rpcs->WithLabels({"SubmitJob", "OK"}).Inc(2);
   rpcs->WithLabels({"GetJob", "NOT_FOUND"}).Inc();
@@ -60,8 +60,7 @@ TEST(MetricsExposition, EscapesHelpBackslashNewlineAndLabelValueQuote) {
 
 TEST(MetricsExposition, HistogramBucketsAreCumulativeWithInfEqualToCount) {
   MetricsRegistry registry;
-  HistogramFamily* h =
-      registry.AddHistogram("rpc_duration_seconds", "Latency.", {"method"}, {0.1, 1, 10});
+  HistogramFamily* h = registry.AddHistogram("rpc_duration_seconds", "Latency.", {"method"}, {0.1, 1, 10});
   Histogram& child = h->WithLabels({"Get"});
   for (double v : {0.05, 0.1, 0.5, 2.0, 20.0}) child.Observe(v);
 
@@ -275,8 +274,7 @@ std::string RawExchange(int port, const std::string& request) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string reply;
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
-          static_cast<ssize_t>(request.size())) {
+      send(fd, request.data(), request.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(request.size())) {
     char buffer[4096];
     pollfd p{fd, POLLIN, 0};
     while (poll(&p, 1, 5000) > 0) {
@@ -316,8 +314,8 @@ TEST(HttpServer, ServedMetricsPassPromtoolCheck) {
   loss->Set({"job-1", "cross_entropy"}, 2.25);
   loss->Set({"we\"ird\\job\nname", "barrier"}, std::numeric_limits<double>::quiet_NaN());
   loss->Set({"job-2", "prob1"}, -std::numeric_limits<double>::infinity());
-  HistogramFamily* latency = registry.AddHistogram("bpnas_rpc_duration_seconds", "RPC latency.",
-                                                   {"method"}, LatencyBucketsSeconds());
+  HistogramFamily* latency = registry.AddHistogram("bpnas_rpc_duration_seconds", "RPC latency.", {"method"},
+                                                   LatencyBucketsSeconds());
   for (double v : {0.0001, 0.003, 0.2, 7.0, 30.0}) latency->WithLabels({"GetJob"}).Observe(v);
   registry.AddGauge("bpnas_workers", "Workers by state (none yet).", {"state"});
 
@@ -394,8 +392,7 @@ TEST(HttpServer, AnswersOnlyGetAndHead) {
 
   const std::string head = RawExchange(port, "HEAD /metrics HTTP/1.0\r\n\r\n");
   EXPECT_EQ(head.rfind("HTTP/1.1 200", 0), 0u) << head;
-  EXPECT_NE(head.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
-            std::string::npos)
+  EXPECT_NE(head.find("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"), std::string::npos)
       << head;
   EXPECT_NE(head.find("Content-Length: 4\r\n"), std::string::npos) << head;
   EXPECT_EQ(head.substr(head.find("\r\n\r\n") + 4), "") << "HEAD must not carry a body";
@@ -426,13 +423,11 @@ TEST(HttpServer, TakenPortIsUnavailableAndNamesTheAddress) {
 }
 
 TEST(HttpServer, MalformedListenAddressIsInvalidArgument) {
-  for (const char* listen :
-       {"", "abc", "127.0.0.1:", "127.0.0.1:70000", "host.example:80", ":-1"}) {
+  for (const char* listen : {"", "abc", "127.0.0.1:", "127.0.0.1:70000", "host.example:80", ":-1"}) {
     auto server = HttpServer::Start(listen, 1);
     EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument) << listen;
   }
-  EXPECT_EQ(HttpServer::Start("127.0.0.1:0", 0).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(HttpServer::Start("127.0.0.1:0", 0).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ---- HTTP client ----

@@ -1,18 +1,18 @@
 // The NCCL collective. Needs CUDA devices: one-rank tests need one, two-rank tests (ranks as
 // threads, one device each: NCCL refuses two ranks of one communicator on one device) need two;
 // each test skips when the machine has fewer (and the no-device test skips when it has one).
-#include "worker/collective.h"
+#include <cuda_runtime_api.h>
 
 #include <functional>
 #include <future>
 #include <thread>
 #include <vector>
 
-#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "worker/collective.h"
 
 namespace bpnas {
 namespace {
@@ -79,8 +79,7 @@ TEST(NcclCollective, WithoutADeviceCreationFailsCleanly) {
   if (DeviceCount() > 0) GTEST_SKIP() << "this machine has a CUDA device";
   auto collective = CreateNcclCollective(Options(0, 1, absl::Seconds(5)));
   ASSERT_FALSE(collective.ok());
-  EXPECT_EQ(collective.status().code(), absl::StatusCode::kFailedPrecondition)
-      << collective.status();
+  EXPECT_EQ(collective.status().code(), absl::StatusCode::kFailedPrecondition) << collective.status();
 }
 
 TEST(NcclCollective, OneRankKeepsValuesThroughTheDevice) {

@@ -1,15 +1,16 @@
 #include "tests/pg_test_env.h"
 
-#include <gtest/gtest.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
-#include <pqxx/pqxx>
 #include <string>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+#include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
 #include "server/pg/migrations.h"

@@ -1,10 +1,10 @@
 #include "worker/engine/quant_ops.h"
 
-#include <gtest/gtest.h>
-#include <ATen/Parallel.h>
-#include <torch/nn/functional.h>
-
 #include <set>
+
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <torch/nn/functional.h>
 
 namespace bpnas {
 namespace {
@@ -175,7 +175,8 @@ TEST(FusedMixture, ActivationMixtureIncludesTheRelu) {
       auto x0 = torch::randn({2, 3, 17, 19}) * 2.0;
       auto probs = torch::softmax(torch::randn({4}), 0).requires_grad_(prob_grad);
       auto mix = [&](const torch::Tensor& in) {
-        return fused ? ActivationMixture(in, probs, kBits, clip) : ActivationMixtureReference(in, probs, kBits, clip);
+        return fused ? ActivationMixture(in, probs, kBits, clip)
+                     : ActivationMixtureReference(in, probs, kBits, clip);
       };
       auto x1 = x0.clone().requires_grad_(true), x2 = x0.clone().requires_grad_(true);
       auto y1 = mix(x1), y2 = mix(torch::relu(x2));

@@ -5,9 +5,7 @@
 //   - PostgreSQL restarted mid-search: the coordinator reconnects, nothing is lost;
 //   - cancel of a 2-rank job stops both ranks promptly;
 //   - a job whose every attempt fails ends FAILED with the reason.
-#include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -20,12 +18,15 @@
 #include <thread>
 #include <vector>
 
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
 #include "bpnas/v1/service.pb.h"
 #include "common/http_server.h"
 #include "common/pg_cluster.h"
 #include "common/subprocess.h"
-#include "tests/binary_test_util.h"
 #include "google/protobuf/util/json_util.h"
+#include "tests/binary_test_util.h"
 
 namespace bpnas {
 namespace {
@@ -79,18 +80,19 @@ class Recovery : public ::testing::Test {
 
   static void StartServer() {
     server_ = StartBin({Bin("bpnas-server"), "--listen", server_address_, "--db", pg_->dsn(), "--http",
-                     "127.0.0.1:" + std::to_string(http_port_), "--lease_seconds", "3", "--heartbeat_ms", "300",
-                     "--max_attempts", "3"},
-                    dir_ + "/server.log");
+                        "127.0.0.1:" + std::to_string(http_port_), "--lease_seconds", "3", "--heartbeat_ms",
+                        "300", "--max_attempts", "3"},
+                       dir_ + "/server.log");
     ASSERT_TRUE(WaitFor([] { return Run("list").exit_code == 0; }, 60)) << ReadFile(dir_ + "/server.log");
   }
   // Starts worker `i` (metrics on http_port_ + 1 + i).
   static void StartWorker(size_t i) {
     if (workers_.size() <= i) workers_.resize(i + 1);
-    workers_[i] = StartBin({Bin("bpnas-worker"), "--server", server_address_, "--threads", "1", "--name",
-                         "w" + std::to_string(i), "--http", "127.0.0.1:" + std::to_string(http_port_ + 1 + i),
-                         "--collective_timeout_seconds", "10"},
-                        dir_ + "/worker-" + std::to_string(i) + ".log");
+    workers_[i] =
+        StartBin({Bin("bpnas-worker"), "--server", server_address_, "--threads", "1", "--name",
+                  "w" + std::to_string(i), "--http", "127.0.0.1:" + std::to_string(http_port_ + 1 + i),
+                  "--collective_timeout_seconds", "10"},
+                 dir_ + "/worker-" + std::to_string(i) + ".log");
   }
   static std::string WorkerLog(size_t i) { return ReadFile(dir_ + "/worker-" + std::to_string(i) + ".log"); }
 
@@ -113,7 +115,9 @@ class Recovery : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.out;
     return r.out.substr(0, r.out.find('\n'));
   }
-  static bpnas::v1::Job Status(const std::string& id) { return ParseJson<bpnas::v1::Job>(Run("status " + id + " --json").out); }
+  static bpnas::v1::Job Status(const std::string& id) {
+    return ParseJson<bpnas::v1::Job>(Run("status " + id + " --json").out);
+  }
   static std::string Metrics() {
     auto m = HttpGet("127.0.0.1", http_port_, "/metrics", 5000);
     return m.ok() ? *m : "";
@@ -122,10 +126,10 @@ class Recovery : public ::testing::Test {
   // A search of a few hundred steps on Fashion-MNIST (or synthetic data when it is missing).
   static std::string Spec(int ranks, int epochs, const std::string& dataset_extra = "") {
     const bool fmnist = std::ifstream("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").good();
-    const std::string dataset = fmnist ? R"({"kind": "fashion-mnist", "train_limit": 4000, "test_limit": 1000)" +
-                                             dataset_extra + "}"
-                                       : R"({"kind": "synthetic", "synthetic_train": 4000, "synthetic_test": 1000)" +
-                                             dataset_extra + "}";
+    const std::string dataset =
+        fmnist ? R"({"kind": "fashion-mnist", "train_limit": 4000, "test_limit": 1000)" + dataset_extra + "}"
+               : R"({"kind": "synthetic", "synthetic_train": 4000, "synthetic_test": 1000)" + dataset_extra +
+                     "}";
     return R"({"model": {"name": "tiny"}, "dataset": )" + dataset +
            R"(, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3},
               "search": {"warmup_epochs": 1, "epochs": )" +
@@ -137,11 +141,14 @@ class Recovery : public ::testing::Test {
   // Workers of an earlier test are stopped, but the coordinator only learns it when their leases
   // run out (3 s): wait for that, so a new job is not gang-assigned to a worker that is gone.
   void SetUp() override {
-    ASSERT_TRUE(WaitFor([] {
-      const std::string m = Metrics();
-      return m.find("bpnas_workers{state=\"IDLE\"} 0") != std::string::npos &&
-             m.find("bpnas_workers{state=\"BUSY\"} 0") != std::string::npos;
-    }, 30)) << Metrics();
+    ASSERT_TRUE(WaitFor(
+        [] {
+          const std::string m = Metrics();
+          return m.find("bpnas_workers{state=\"IDLE\"} 0") != std::string::npos &&
+                 m.find("bpnas_workers{state=\"BUSY\"} 0") != std::string::npos;
+        },
+        30))
+        << Metrics();
   }
 
   static std::string dir_, server_address_;
@@ -164,7 +171,8 @@ TEST_F(Recovery, AKilledWorkersJobResumesFromItsCheckpointAndSucceeds) {
   Stop(&workers_[0], SIGKILL);
   const auto killed = Clock::now();
   StartWorker(1);
-  ASSERT_TRUE(WaitFor([&] { return Status(id).attempts() == 2 && Status(id).state() == bpnas::v1::RUNNING; }, 60));
+  ASSERT_TRUE(
+      WaitFor([&] { return Status(id).attempts() == 2 && Status(id).state() == bpnas::v1::RUNNING; }, 60));
   const double back_after = std::chrono::duration<double>(Clock::now() - killed).count();
   std::printf("[ measured ] worker SIGKILL at step %lld -> job running again after %.1f s (lease 3 s)\n",
               (long long)step_at_kill, back_after);
@@ -195,7 +203,8 @@ TEST_F(Recovery, TheCoordinatorKilledAndRestartedMidSearchStillFinishesTheJob) {
 }
 
 TEST_F(Recovery, ThePostgresRestartedMidSearchLosesNothing) {
-  const int jobs_before = ParseJson<bpnas::v1::ListJobsResponse>(Run("list --json --limit 1000").out).jobs_size();
+  const int jobs_before =
+      ParseJson<bpnas::v1::ListJobsResponse>(Run("list --json --limit 1000").out).jobs_size();
   StartWorker(0);
   const std::string id = Submit("pgrestart", Spec(1, 3));
   ASSERT_TRUE(WaitFor([&] { return Status(id).latest_progress().step() >= 20; }, 120)) << WorkerLog(0);
@@ -211,11 +220,13 @@ TEST_F(Recovery, CancelOfATwoRankJobStopsBothRanksPromptly) {
   StartWorker(0);
   StartWorker(1);
   const std::string id = Submit("cancel2", Spec(2, 50));
-  ASSERT_TRUE(WaitFor([&] { return Status(id).latest_progress().step() >= 10; }, 120)) << WorkerLog(0) << WorkerLog(1);
+  ASSERT_TRUE(WaitFor([&] { return Status(id).latest_progress().step() >= 10; }, 120))
+      << WorkerLog(0) << WorkerLog(1);
   ASSERT_EQ(Run("cancel " + id).exit_code, 0);
   const auto cancelled = Clock::now();
   // Both workers go back to idle: they stopped their ranks.
-  ASSERT_TRUE(WaitFor([&] { return Metrics().find("bpnas_workers{state=\"IDLE\"} 2") != std::string::npos; }, 30))
+  ASSERT_TRUE(
+      WaitFor([&] { return Metrics().find("bpnas_workers{state=\"IDLE\"} 2") != std::string::npos; }, 30))
       << Metrics();
   auto stopped = [](const std::string& log) { return log.find(" stopped") != std::string::npos; };
   ASSERT_TRUE(WaitFor([&] { return stopped(WorkerLog(0)) && stopped(WorkerLog(1)); }, 30))

@@ -1,16 +1,16 @@
 // End-to-end: the `bpnas` binary on real Fashion-MNIST subsets (Debian package
 // dataset-fashion-mnist). Skips if the data folder is missing.
-#include <gtest/gtest.h>
-
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
 
-#include "google/protobuf/util/json_util.h"
+#include <gtest/gtest.h>
+
 #include "bpnas/v1/model.pb.h"
 #include "common/subprocess.h"
+#include "google/protobuf/util/json_util.h"
 #include "spec/spec.h"
 #include "tests/binary_test_util.h"
 
@@ -116,7 +116,8 @@ TEST(Search, SizeBudgetAndUniformBaselineRun) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   result = ParseResult(r.output);
   EXPECT_EQ(result.method(), bpnas::v1::UNIFORM);
-  EXPECT_NEAR(result.cost(), result.budget(), 1e-6 * result.budget()) << "uniform 3-bit costs exactly the budget";
+  EXPECT_NEAR(result.cost(), result.budget(), 1e-6 * result.budget())
+      << "uniform 3-bit costs exactly the budget";
   for (const auto& l : result.layers()) EXPECT_EQ(l.weight_bits(), 3u);
   EXPECT_GT(result.test_accuracy(), 40.0);
 }
@@ -133,7 +134,8 @@ TEST(Search, FixedConfigurationTrainsLikeUniformAndKeepsItsBits) {
     "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 64},
     "finetune": {"epochs": 1})";
   const std::string model = ::testing::TempDir() + "/tiny_fixed.bpq";
-  CliRun r = Bpnas("search --spec " + WriteFile("u3.json", "{" + common + R"(, "method": "UNIFORM", "uniform_bits": 3})") +
+  CliRun r = Bpnas("search --spec " +
+                   WriteFile("u3.json", "{" + common + R"(, "method": "UNIFORM", "uniform_bits": 3})") +
                    " --out " + model + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto uniform = ParseResult(r.output);
@@ -145,7 +147,8 @@ TEST(Search, FixedConfigurationTrainsLikeUniformAndKeepsItsBits) {
     mixed += std::string(i ? ", " : "") + (i == 0 ? R"({"weight_bits": 2, "activation_bits": 4})"
                                                   : R"({"weight_bits": 3, "activation_bits": 2})");
   }
-  r = Bpnas("search --spec " + WriteFile("f3.json", "{" + common + R"(, "method": "FIXED", "layer_bits": [)" + all3 + "]}") +
+  r = Bpnas("search --spec " +
+            WriteFile("f3.json", "{" + common + R"(, "method": "FIXED", "layer_bits": [)" + all3 + "]}") +
             " --out " + model + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto fixed = ParseResult(r.output);
@@ -153,7 +156,8 @@ TEST(Search, FixedConfigurationTrainsLikeUniformAndKeepsItsBits) {
   EXPECT_EQ(fixed.test_accuracy(), uniform.test_accuracy());
   EXPECT_EQ(fixed.cost(), uniform.cost());
 
-  r = Bpnas("search --spec " + WriteFile("fm.json", "{" + common + R"(, "method": "FIXED", "layer_bits": [)" + mixed + "]}") +
+  r = Bpnas("search --spec " +
+            WriteFile("fm.json", "{" + common + R"(, "method": "FIXED", "layer_bits": [)" + mixed + "]}") +
             " --out " + model + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto m = ParseResult(r.output);
@@ -210,7 +214,9 @@ TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
   if (result.returned_uniform()) {
     EXPECT_TRUE(at_least3) << "the uniform candidate is uniform 3-bit with some steps up";
     EXPECT_EQ(result.repaired(), !all3);
-    if (!all3) EXPECT_EQ(result.repair_note().rfind("uniform 3-bit raised to the band: ", 0), 0u) << result.repair_note();
+    if (!all3)
+      EXPECT_EQ(result.repair_note().rfind("uniform 3-bit raised to the band: ", 0), 0u)
+          << result.repair_note();
     // The rejected derived network is kept: another configuration (the check runs only when they
     // differ), within the budget, its cost the same BitOPs sum over its layers.
     ASSERT_EQ(result.check_derived_layers_size(), result.layers_size());
@@ -238,7 +244,9 @@ TEST(Search, UniformCheckReturnsTheBetterOfDerivedAndUniform) {
 }
 
 TEST(Cli, BadSpecsExitTwoNamingTheFieldAndRunNothing) {
-  struct Case { std::string json, needle; };
+  struct Case {
+    std::string json, needle;
+  };
   for (const Case& c : std::vector<Case>{
            {R"({"modle": {}})", "modle"},
            {R"({"search": {"epochs": "many"}})", "search.epochs"},

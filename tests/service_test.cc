@@ -1,8 +1,6 @@
 // The coordinator's services over real gRPC on loopback, backed by a real PostgreSQL (started by
 // pg_test_env). A "worker" here is the test itself calling WorkerService, so every step of a job's
 // life can be checked without training.
-#include <gtest/gtest.h>
-
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -12,6 +10,7 @@
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
 
 #include "bpnas/v1/service.grpc.pb.h"
 #include "common/http_server.h"
@@ -262,16 +261,20 @@ TEST_F(ServiceTest, BadSpecsAreInvalidArgumentNamingTheFieldAndStoreNothing) {
   };
   const std::vector<Case> cases = {
       {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
-           "search": {"arch_lr": -1}})", "search.arch_lr"},
+           "search": {"arch_lr": -1}})",
+       "search.arch_lr"},
       {R"({"model": {"name": "vgg99"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4}})",
        "model.name"},
       {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max": 1}})", "constraint.max"},
       {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
-           "search": {"batch_size": 0}})", "search.batch_size"},
+           "search": {"batch_size": 0}})",
+       "search.batch_size"},
       {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
-           "ranks": 100})", "ranks"},
+           "ranks": 100})",
+       "ranks"},
       {R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4},
-           "search_space": {"weight_bits": [2, 99]}})", "search_space.weight_bits"},
+           "search_space": {"weight_bits": [2, 99]}})",
+       "search_space.weight_bits"},
   };
   for (const Case& c : cases) {
     auto r = Submit(SpecFromJson(c.json), "bad-" + c.field);
@@ -281,7 +284,8 @@ TEST_F(ServiceTest, BadSpecsAreInvalidArgumentNamingTheFieldAndStoreNothing) {
   }
   EXPECT_EQ(CountJobs(), 0) << "a refused spec must leave the jobs table unchanged";
   // An infeasible budget says what is achievable.
-  auto r = Submit(SpecFromJson(R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max": 1}})"));
+  auto r =
+      Submit(SpecFromJson(R"({"model": {"name": "tiny"}, "constraint": {"metric": "BITOPS", "max": 1}})"));
   EXPECT_NE(r.status().message().find("cheapest network"), std::string::npos) << r.status();
 }
 
@@ -544,12 +548,14 @@ TEST_F(ServiceTest, MetricsPassPromtoolAndShowRpcsJobsAndRunningJobGauges) {
   auto body = HttpGet("127.0.0.1", c_->http->port(), "/metrics", 5000);
   ASSERT_TRUE(body.ok()) << body.status();
   EXPECT_NE(body->find("bpnas_rpcs_total{method=\"SubmitJob\",code=\"OK\"} 1"), std::string::npos) << *body;
-  EXPECT_NE(body->find("bpnas_rpcs_total{method=\"SubmitJob\",code=\"INVALID_ARGUMENT\"} 1"), std::string::npos);
+  EXPECT_NE(body->find("bpnas_rpcs_total{method=\"SubmitJob\",code=\"INVALID_ARGUMENT\"} 1"),
+            std::string::npos);
   EXPECT_NE(body->find("bpnas_job_submissions_total{result=\"invalid\"} 1"), std::string::npos);
   EXPECT_NE(body->find("bpnas_jobs{state=\"RUNNING\"} 1"), std::string::npos);
   EXPECT_NE(body->find("bpnas_workers{state=\"BUSY\"} 1"), std::string::npos);
   EXPECT_NE(body->find("bpnas_running_job_cost_ratio{job=\"" + a.job_id() + "\",kind=\"expected\"} 0.95"),
-            std::string::npos) << *body;
+            std::string::npos)
+      << *body;
   EXPECT_NE(body->find("bpnas_rpc_duration_seconds_bucket{method=\"ReportProgress\",le=\"+Inf\"}"),
             std::string::npos);
 
@@ -559,7 +565,8 @@ TEST_F(ServiceTest, MetricsPassPromtoolAndShowRpcsJobsAndRunningJobGauges) {
   options.stdin_file = path;
   options.stdout_to = SubprocessOptions::Output::kCapture;
   options.stderr_to = SubprocessOptions::Output::kStdout;
-  absl::StatusOr<SubprocessResult> check = RunSubprocess({"promtool", "check", "metrics"}, options, absl::Seconds(60));
+  absl::StatusOr<SubprocessResult> check =
+      RunSubprocess({"promtool", "check", "metrics"}, options, absl::Seconds(60));
   ASSERT_TRUE(check.ok()) << check.status();
   EXPECT_EQ(check->exit_code, 0) << check->stdout_text;
   EXPECT_EQ(check->stdout_text, "") << check->stdout_text;

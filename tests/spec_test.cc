@@ -1,9 +1,9 @@
 #include "spec/spec.h"
 
-#include <gtest/gtest.h>
-
 #include <cstdlib>
 #include <string>
+
+#include <gtest/gtest.h>
 
 namespace bpnas {
 namespace {
@@ -49,12 +49,15 @@ TEST(Spec, WrongTypeIsRejectedNamingTheField) {
 
 TEST(Spec, OutOfRangeValuesAreRejectedNamingTheField) {
   const std::string budget = R"("constraint": {"max_relative_to_uniform_bits": 4})";
-  struct Case { std::string json, field; };
+  struct Case {
+    std::string json, field;
+  };
   for (const Case& c : std::vector<Case>{
            {R"({"search": {"arch_lr": -1}, )" + budget + "}", "search.arch_lr"},
            {R"({"search": {"batch_size": 0}, )" + budget + "}", "search.batch_size"},
            {R"({"search_space": {"weight_bits": [2, 9]}, )" + budget + "}", "search_space.weight_bits"},
-           {R"({"search_space": {"activation_bits": [4, 4]}, )" + budget + "}", "search_space.activation_bits"},
+           {R"({"search_space": {"activation_bits": [4, 4]}, )" + budget + "}",
+            "search_space.activation_bits"},
            {R"({"model": {"width_multiplier": -2}, )" + budget + "}", "model.width_multiplier"},
            {R"({"dataset": {"kind": "imagenet"}, )" + budget + "}", "dataset.kind"},
            {R"({"dataset": {"kind": "mnist"}, )" + budget + "}", "dataset.path"},
@@ -64,10 +67,12 @@ TEST(Spec, OutOfRangeValuesAreRejectedNamingTheField) {
            {R"({"model": {"name": "tiny"}})", "constraint"},
            {R"({"method": "UNIFORM"})", "uniform_bits"},
            {R"({"method": "FIXED"})", "layer_bits"},
-           {R"({"method": "FIXED", "layer_bits": [{"weight_bits": 3, "activation_bits": 3}]})", "18 searchable layers"},
+           {R"({"method": "FIXED", "layer_bits": [{"weight_bits": 3, "activation_bits": 3}]})",
+            "18 searchable layers"},
            {R"({"method": "FIXED", "layer_bits": [{"weight_bits": 3, "activation_bits": 1}]})",
             "layer_bits[0].activation_bits"},
-           {R"({"layer_bits": [{"weight_bits": 3, "activation_bits": 3}], )" + budget + "}", "only valid when method is FIXED"},
+           {R"({"layer_bits": [{"weight_bits": 3, "activation_bits": 3}], )" + budget + "}",
+            "only valid when method is FIXED"},
        }) {
     absl::Status st = PlanStatus(c.json);
     EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << c.json;
@@ -88,9 +93,11 @@ TEST(Spec, InfeasibleBudgetIsRejectedButCostCanStillPriceIt) {
 }
 
 TEST(Spec, AbsoluteAndRelativeBudgetsAgree) {
-  auto rel = PlanJob(ParseSpecJson(R"({"constraint": {"metric": "SIZE", "max_relative_to_uniform_bits": 3}})", "s").value());
+  auto rel = PlanJob(
+      ParseSpecJson(R"({"constraint": {"metric": "SIZE", "max_relative_to_uniform_bits": 3}})", "s").value());
   ASSERT_TRUE(rel.ok());
-  const std::string abs_json = R"({"constraint": {"metric": "SIZE", "max": )" + std::to_string(rel->budget) + "}}";
+  const std::string abs_json =
+      R"({"constraint": {"metric": "SIZE", "max": )" + std::to_string(rel->budget) + "}}";
   auto abs = PlanJob(ParseSpecJson(abs_json, "s").value());
   ASSERT_TRUE(abs.ok()) << abs.status();
   EXPECT_NEAR(abs->budget, rel->budget, 1e-3);

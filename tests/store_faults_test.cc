@@ -2,11 +2,11 @@
 // before or while committing. A FaultInjectingPool wraps the real pool over a real PostgreSQL
 // (pg_test_env.h) and raises the fault after the store's statements ran, so every check of "nothing
 // half-done" reads what the database really kept.
-#include <gtest/gtest.h>
-
 #include <memory>
-#include <pqxx/pqxx>
 #include <string>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"

@@ -1,12 +1,13 @@
 #include "common/subprocess.h"
 
-#include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <fstream>
 #include <iterator>
 #include <string>
+
+#include <gtest/gtest.h>
 
 #include "absl/time/clock.h"
 
@@ -99,10 +100,11 @@ TEST(Subprocess, PassesAddedEnvironmentAndKeepsTheParents) {
   setenv("BPNAS_SUBPROCESS_TEST_REPLACED", "old", 1);
   SubprocessOptions o = Capture();
   o.env = {{"BPNAS_SUBPROCESS_TEST_ADDED", "a b=c"}, {"BPNAS_SUBPROCESS_TEST_REPLACED", "new"}};
-  auto r = RunSubprocess({"/bin/sh", "-c",
-                          "echo \"$BPNAS_SUBPROCESS_TEST_ADDED|$BPNAS_SUBPROCESS_TEST_KEPT|"
-                          "$BPNAS_SUBPROCESS_TEST_REPLACED\"; env | grep -c '^BPNAS_SUBPROCESS_TEST_REPLACED='"},
-                         o);
+  auto r =
+      RunSubprocess({"/bin/sh", "-c",
+                     "echo \"$BPNAS_SUBPROCESS_TEST_ADDED|$BPNAS_SUBPROCESS_TEST_KEPT|"
+                     "$BPNAS_SUBPROCESS_TEST_REPLACED\"; env | grep -c '^BPNAS_SUBPROCESS_TEST_REPLACED='"},
+                    o);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->stdout_text, "a b=c|kept|new\n1\n");
 }
@@ -155,7 +157,8 @@ TEST(Subprocess, WaitTimesOutThenKillEndsTheChild) {
 
 TEST(Subprocess, RunKillsAChildPastItsTimeout) {
   const absl::Time start = absl::Now();
-  auto r = RunSubprocess({"/bin/sh", "-c", "echo started; exec sleep 30"}, Capture(), absl::Milliseconds(300));
+  auto r =
+      RunSubprocess({"/bin/sh", "-c", "echo started; exec sleep 30"}, Capture(), absl::Milliseconds(300));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
   EXPECT_NE(r.status().message().find("started"), absl::string_view::npos) << r.status();
   EXPECT_LT(absl::Now() - start, absl::Seconds(10));
@@ -163,7 +166,8 @@ TEST(Subprocess, RunKillsAChildPastItsTimeout) {
 
 TEST(Subprocess, TerminateLetsTheChildHandleSigterm) {
   SubprocessOptions o = Capture();
-  auto child = Subprocess::Start({"/bin/sh", "-c", "trap 'echo bye; exit 7' TERM; echo ready; while :; do sleep 0.05; done"}, o);
+  auto child = Subprocess::Start(
+      {"/bin/sh", "-c", "trap 'echo bye; exit 7' TERM; echo ready; while :; do sleep 0.05; done"}, o);
   ASSERT_TRUE(child.ok()) << child.status();
   while ((*child)->stdout_text().find("ready") == std::string::npos) {
     ASSERT_FALSE((*child)->Wait(absl::Milliseconds(20)).ok()) << "exited early";
@@ -173,7 +177,8 @@ TEST(Subprocess, TerminateLetsTheChildHandleSigterm) {
 }
 
 TEST(Subprocess, TerminateKillsAChildThatIgnoresSigterm) {
-  auto child = Subprocess::Start({"/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"}, Capture());
+  auto child = Subprocess::Start({"/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 0.05; done"},
+                                 Capture());
   ASSERT_TRUE(child.ok()) << child.status();
   while ((*child)->stdout_text().find("ready") == std::string::npos) {
     ASSERT_FALSE((*child)->Wait(absl::Milliseconds(20)).ok()) << "exited early";

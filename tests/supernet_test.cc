@@ -1,14 +1,14 @@
 #include "worker/engine/supernet.h"
 
-#include <gtest/gtest.h>
-#include <torch/nn/functional.h>
-#include <torch/optim/sgd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <functional>
+
+#include <gtest/gtest.h>
+#include <torch/nn/functional.h>
+#include <torch/optim/sgd.h>
 
 #include "worker/engine/artifact.h"
 #include "worker/engine/search.h"
@@ -80,7 +80,8 @@ double IndependentExpectedCost(const Supernet& net, const JobPlan& plan) {
     const auto p = l->WeightProbs().to(torch::kDouble), q = l->ActivationProbs().to(torch::kDouble);
     double ew = 0, ea = 0;
     for (size_t j = 0; j < l->weight_bits().size(); ++j) ew += p[j].item<double>() * l->weight_bits()[j];
-    for (size_t j = 0; j < l->activation_bits().size(); ++j) ea += q[j].item<double>() * l->activation_bits()[j];
+    for (size_t j = 0; j < l->activation_bits().size(); ++j)
+      ea += q[j].item<double>() * l->activation_bits()[j];
     total += size ? info.params * ew : info.macs * ew * ea;
   }
   EXPECT_EQ(s, net->searchable_layers().size());
@@ -118,8 +119,10 @@ TEST(Supernet, ExpectedCostAtSoftProbabilitiesMatchesEnumerationWithItsGradient)
       std::vector<std::vector<double>> alpha(layers.size()), beta(layers.size());
       for (size_t i = 0; i < layers.size(); ++i) {
         const size_t nw = layers[i]->weight_bits().size(), na = layers[i]->activation_bits().size();
-        for (size_t j = 0; j < nw; ++j) alpha[i].push_back(i < soft ? torch::randn({}).item<double>() : (j == i % nw ? 100 : -100));
-        for (size_t j = 0; j < na; ++j) beta[i].push_back(i < soft ? torch::randn({}).item<double>() : (j == (i + 1) % na ? 100 : -100));
+        for (size_t j = 0; j < nw; ++j)
+          alpha[i].push_back(i < soft ? torch::randn({}).item<double>() : (j == i % nw ? 100 : -100));
+        for (size_t j = 0; j < na; ++j)
+          beta[i].push_back(i < soft ? torch::randn({}).item<double>() : (j == (i + 1) % na ? 100 : -100));
       }
       auto set = [&] {
         for (size_t i = 0; i < layers.size(); ++i) {
@@ -225,7 +228,8 @@ TEST(Supernet, RaiseToBandLiftsAnArgmaxBelowTheBandWithoutPassingTheBudget) {
     EXPECT_LE(cost, plan.budget) << metric;
     for (size_t k = 0; k < d.weight_bits.size(); ++k) {
       EXPECT_LE(d.weight_bits[k], 3) << "one step up at a time, from 2 bits";
-      if (std::string(metric) == "SIZE") EXPECT_EQ(d.activation_bits[k], 2) << "size does not charge activations";
+      if (std::string(metric) == "SIZE")
+        EXPECT_EQ(d.activation_bits[k], 2) << "size does not charge activations";
     }
     // Already in the band: nothing changes.
     const DerivedConfig before = d;

@@ -11,19 +11,19 @@
 #include "common/log.h"
 #include "common/sha256.h"
 #include "common/status.h"
+#include "spec/progress.h"
+#include "spec/spec.h"
 #include "worker/collective.h"
 #include "worker/engine/artifact.h"
 #include "worker/engine/data.h"
-#include "spec/progress.h"
 #include "worker/engine/search.h"
-#include "spec/spec.h"
 
 namespace bpnas {
 
 struct WorkerAgent::Running {
   bpnas::v1::Assignment assignment;
-  std::atomic<bool> stop{false};   // set by a STOP (cancel / attempt ended) or shutdown
-  std::atomic<bool> done{false};   // the thread has finished
+  std::atomic<bool> stop{false};  // set by a STOP (cancel / attempt ended) or shutdown
+  std::atomic<bool> done{false};  // the thread has finished
   std::thread thread;
   std::mutex mu;
   std::unique_ptr<Collective> collective;  // world_size > 1; guarded by mu
@@ -78,14 +78,16 @@ WorkerAgent::WorkerAgent(WorkerOptions options) : options_(std::move(options)) {
   stub_ = bpnas::v1::WorkerService::NewStub(
       grpc::CreateCustomChannel(options_.server, grpc::InsecureChannelCredentials(), ch));
   busy_ = registry_.AddGauge("bpnas_worker_busy", "1 while the worker runs an assignment.");
-  connected_ = registry_.AddGauge("bpnas_worker_connected", "1 if the last heartbeat reached the coordinator.");
+  connected_ =
+      registry_.AddGauge("bpnas_worker_connected", "1 if the last heartbeat reached the coordinator.");
   steps_reported_ = registry_.AddCounter("bpnas_worker_progress_reports_total",
                                          "Progress reports sent, by result (stored, dropped).", {"result"});
   attempts_ = registry_.AddCounter("bpnas_worker_attempts_total",
                                    "Assignments run, by outcome (succeeded, failed, stopped).", {"outcome"});
   checkpoints_ = registry_.AddCounter("bpnas_worker_checkpoints_total",
                                       "Checkpoint uploads, by result (stored, failed).", {"result"});
-  samples_per_second_ = registry_.AddGauge("bpnas_worker_samples_per_second", "Training throughput, latest report.");
+  samples_per_second_ =
+      registry_.AddGauge("bpnas_worker_samples_per_second", "Training throughput, latest report.");
 }
 
 WorkerAgent::~WorkerAgent() {
@@ -137,7 +139,8 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
       absl::Status s = RegisterOnce();
       if (!s.ok()) {
         connected_->Set({}, 0);
-        note_error(absl::Status(s.code(), absl::StrCat("cannot register with ", options_.server, ": ", s.message())));
+        note_error(absl::Status(s.code(),
+                                absl::StrCat("cannot register with ", options_.server, ": ", s.message())));
         std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));
         backoff_ms = std::min(5000, backoff_ms * 2);
         continue;
@@ -183,7 +186,8 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
         break;
       case bpnas::v1::HeartbeatResponse::STOP:
         if (running_ != nullptr && !running_->stop) {
-          LogInfo(kComponent, "stopping job ", running_->assignment.job_id(), " (the coordinator ended its attempt)");
+          LogInfo(kComponent, "stopping job ", running_->assignment.job_id(),
+                  " (the coordinator ended its attempt)");
           running_->RequestStop();
         }
         break;
@@ -204,7 +208,8 @@ void WorkerAgent::Run(const std::atomic<bool>* stop) {
 }
 
 void WorkerAgent::StartAssignment(const bpnas::v1::Assignment& a) {
-  LogInfo(kComponent, "running job ", a.job_id(), " attempt ", a.attempt(), " rank ", a.rank(), "/", a.world_size());
+  LogInfo(kComponent, "running job ", a.job_id(), " attempt ", a.attempt(), " rank ", a.rank(), "/",
+          a.world_size());
   running_ = std::make_unique<Running>();
   running_->assignment = a;
   busy_->Set({}, 1);
@@ -268,7 +273,8 @@ void WorkerAgent::RunAssignment(Running* r) {
     if (!s.ok()) {
       steps_reported_->WithLabels({"dropped"}).Inc();
       if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) r->stop = true;  // attempt ended
-      if (!dropped_logged) LogWarning(kComponent, "progress report not stored (", s.error_message(), "); training on");
+      if (!dropped_logged)
+        LogWarning(kComponent, "progress report not stored (", s.error_message(), "); training on");
       dropped_logged = true;
       return;
     }
@@ -424,8 +430,8 @@ absl::Status WorkerAgent::UploadCheckpoint(Running* r, int64_t step, const std::
   return FromGrpcStatus(s);
 }
 
-absl::Status WorkerAgent::Complete(Running* r, bool succeeded, const std::string& error, const std::string& artifact,
-                                   const bpnas::v1::SearchResult& result) {
+absl::Status WorkerAgent::Complete(Running* r, bool succeeded, const std::string& error,
+                                   const std::string& artifact, const bpnas::v1::SearchResult& result) {
   const std::string sha = Sha256Hex(artifact);
   const auto give_up = std::chrono::steady_clock::now() +
                        std::chrono::milliseconds(int64_t(1000 * options_.completion_retry_seconds));
@@ -449,7 +455,8 @@ absl::Status WorkerAgent::Complete(Running* r, bool succeeded, const std::string
     if (s.ok()) return absl::OkStatus();
     // Only an unreachable coordinator is worth retrying; anything else (the attempt ended, a
     // damaged upload refused) is final for this attempt.
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::steady_clock::now() > give_up || r->stop) {
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE || std::chrono::steady_clock::now() > give_up ||
+        r->stop) {
       return FromGrpcStatus(s);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));

@@ -25,12 +25,12 @@ namespace bpnas {
 struct WorkerOptions {
   std::string server = "127.0.0.1:50051";  // coordinator gRPC address
   bpnas::v1::DeviceKind device = bpnas::v1::CPU;
-  int threads = 0;                 // CPU threads for training; 0: the spec's, else every core
-  std::string name;                // shown by the coordinator; default host:pid
-  std::string metrics_address;     // told to the coordinator (informational)
-  double rpc_timeout_seconds = 10; // deadline of every unary call
-  int report_every = 10;           // training steps between progress reports
-  size_t chunk_bytes = 1 << 20;    // artifact upload chunk size
+  int threads = 0;                        // CPU threads for training; 0: the spec's, else every core
+  std::string name;                       // shown by the coordinator; default host:pid
+  std::string metrics_address;            // told to the coordinator (informational)
+  double rpc_timeout_seconds = 10;        // deadline of every unary call
+  int report_every = 10;                  // training steps between progress reports
+  size_t chunk_bytes = 1 << 20;           // artifact upload chunk size
   double completion_retry_seconds = 600;  // how long to keep retrying an upload while the coordinator is away
   // Data-parallel ranks: the address other ranks reach this worker's c10d store at (when it is
   // rank 0), and the timeout of every collective and of the rendezvous.

@@ -1,5 +1,3 @@
-#include "worker/collective_internal.h"
-
 #include <chrono>
 #include <cstdint>
 #include <exception>
@@ -16,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "common/status.h"
+#include "worker/collective_internal.h"
 
 namespace bpnas {
 
@@ -51,8 +50,8 @@ bool LooksLikeTimeout(const std::string& message) {
 
 bool LooksLikeLostConnection(const std::string& message) {
   const std::string lower = absl::AsciiStrToLower(message);
-  for (const char* needle : {"connection", "connect", "closed", "reset by peer", "broken pipe",
-                             "read error", "write error", "socket"}) {
+  for (const char* needle : {"connection", "connect", "closed", "reset by peer", "broken pipe", "read error",
+                             "write error", "socket"}) {
     if (absl::StrContains(lower, needle)) return true;
   }
   return false;
@@ -67,8 +66,7 @@ bool Supported(torch::ScalarType dtype, Reduction reduction) {
              dtype == torch::kLong;
     case Reduction::kNone:
       return dtype == torch::kFloat || dtype == torch::kDouble || dtype == torch::kHalf ||
-             dtype == torch::kChar || dtype == torch::kByte || dtype == torch::kInt ||
-             dtype == torch::kLong;
+             dtype == torch::kChar || dtype == torch::kByte || dtype == torch::kInt || dtype == torch::kLong;
   }
   return false;
 }
@@ -96,9 +94,7 @@ absl::Status ValidateOptions(const CollectiveOptions& o) {
   return absl::OkStatus();
 }
 
-std::string FormatSeconds(absl::Duration d) {
-  return absl::StrFormat("%g s", absl::ToDoubleSeconds(d));
-}
+std::string FormatSeconds(absl::Duration d) { return absl::StrFormat("%g s", absl::ToDoubleSeconds(d)); }
 
 absl::Status StatusFromEngineError(std::exception_ptr error, const std::string& operation,
                                    absl::Duration timeout) {
@@ -116,8 +112,7 @@ absl::Status StatusFromEngineError(std::exception_ptr error, const std::string& 
     message = "unknown exception";
   }
   if (is_timeout) {
-    return absl::DeadlineExceededError(absl::StrCat(operation, " timed out after ",
-                                                    FormatSeconds(timeout),
+    return absl::DeadlineExceededError(absl::StrCat(operation, " timed out after ", FormatSeconds(timeout),
                                                     ": a rank is gone or stuck (", message, ")"));
   }
   if (LooksLikeLostConnection(message)) {
@@ -134,8 +129,7 @@ absl::Status RendezvousError(std::exception_ptr error, const CollectiveOptions& 
     message = absl::StrCat("rendezvous timed out after ", FormatSeconds(o.timeout), ": not all ",
                            o.world_size, " ranks joined");
     const size_t detail = status.message().find(" (");
-    if (detail != absl::string_view::npos)
-      absl::StrAppend(&message, status.message().substr(detail));
+    if (detail != absl::string_view::npos) absl::StrAppend(&message, status.message().substr(detail));
   }
   return absl::Status(status.code(), absl::StrCat(message, " [rank ", o.rank, " of ", o.world_size,
                                                   ", prefix \"", o.prefix, "\"]"));
@@ -150,12 +144,12 @@ absl::StatusOr<std::vector<Bucket>> GroupIntoBuckets(const std::vector<torch::Te
       return absl::InvalidArgumentError(absl::StrCat("tensor ", i, " is undefined"));
     }
     if (!Supported(t.scalar_type(), reduction)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tensor ", i, " has dtype ", c10::toString(t.scalar_type()), ", which ",
-                       reduction == Reduction::kMean  ? "a mean all-reduce"
-                       : reduction == Reduction::kSum ? "a sum all-reduce"
-                                                      : "a broadcast",
-                       " does not take"));
+      return absl::InvalidArgumentError(absl::StrCat("tensor ", i, " has dtype ",
+                                                     c10::toString(t.scalar_type()), ", which ",
+                                                     reduction == Reduction::kMean  ? "a mean all-reduce"
+                                                     : reduction == Reduction::kSum ? "a sum all-reduce"
+                                                                                    : "a broadcast",
+                                                     " does not take"));
     }
     Bucket* bucket = nullptr;
     for (Bucket& b : buckets) {
@@ -181,8 +175,7 @@ torch::Tensor Flatten(const std::vector<torch::Tensor>& tensors, const Bucket& b
   return torch::cat(views);
 }
 
-void Unflatten(const torch::Tensor& flat, const Bucket& bucket,
-               std::vector<torch::Tensor>& tensors) {
+void Unflatten(const torch::Tensor& flat, const Bucket& bucket, std::vector<torch::Tensor>& tensors) {
   torch::NoGradGuard no_grad;
   int64_t offset = 0;
   for (size_t i : bucket.indices) {
@@ -217,8 +210,8 @@ absl::Status CallGate::AbortedStatus() {
   return absl::AbortedError("collective aborted: the attempt is ending");
 }
 
-absl::StatusOr<c10::intrusive_ptr<c10d::Store>> OpenRendezvousStore(
-    const CollectiveOptions& o, std::unique_ptr<RendezvousHost>& host) {
+absl::StatusOr<c10::intrusive_ptr<c10d::Store>> OpenRendezvousStore(const CollectiveOptions& o,
+                                                                    std::unique_ptr<RendezvousHost>& host) {
   c10::intrusive_ptr<c10d::Store> base;
   if (o.rank == 0) {
     if (host == nullptr) {
@@ -240,10 +233,10 @@ absl::StatusOr<c10::intrusive_ptr<c10d::Store>> OpenRendezvousStore(
       // Retries a refused connection until the timeout: rank 0 may still be starting.
       base = c10::make_intrusive<c10d::TCPStore>(o.store_host, store_options);
     } catch (const std::exception&) {
-      const absl::Status status = StatusFromEngineError(
-          std::current_exception(), "connecting to the rendezvous store", o.timeout);
-      return absl::Status(status.code(), absl::StrCat(status.message(), " [rank 0's store at ",
-                                                      o.store_host, ":", o.store_port, "]"));
+      const absl::Status status =
+          StatusFromEngineError(std::current_exception(), "connecting to the rendezvous store", o.timeout);
+      return absl::Status(status.code(), absl::StrCat(status.message(), " [rank 0's store at ", o.store_host,
+                                                      ":", o.store_port, "]"));
     }
   }
   return c10::make_intrusive<c10d::PrefixStore>(o.prefix, base);
@@ -258,11 +251,9 @@ RendezvousHost::~RendezvousHost() = default;
 
 int RendezvousHost::port() const { return impl_->store->getPort(); }
 
-absl::StatusOr<std::unique_ptr<RendezvousHost>> RendezvousHost::Listen(
-    const CollectiveOptions& options) {
+absl::StatusOr<std::unique_ptr<RendezvousHost>> RendezvousHost::Listen(const CollectiveOptions& options) {
   if (options.store_port < 0 || options.store_port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("store_port ", options.store_port, " is not a port"));
+    return absl::InvalidArgumentError(absl::StrCat("store_port ", options.store_port, " is not a port"));
   }
   c10d::TCPStoreOptions store_options;
   store_options.port = static_cast<std::uint16_t>(options.store_port);

@@ -58,8 +58,8 @@ namespace collective_internal {
 // The rendezvous store of `options.prefix`, wrapped in a PrefixStore: on rank 0 the TCPStore server
 // of `host` (created on options.store_port when null), on the others a client of rank 0's server.
 // Shared by the implementations; not for callers.
-absl::StatusOr<c10::intrusive_ptr<c10d::Store>> OpenRendezvousStore(
-    const CollectiveOptions& options, std::unique_ptr<RendezvousHost>& host);
+absl::StatusOr<c10::intrusive_ptr<c10d::Store>> OpenRendezvousStore(const CollectiveOptions& options,
+                                                                    std::unique_ptr<RendezvousHost>& host);
 }  // namespace collective_internal
 
 struct CollectiveOptions {

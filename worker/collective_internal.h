@@ -42,8 +42,7 @@ absl::StatusOr<std::vector<Bucket>> GroupIntoBuckets(const std::vector<torch::Te
 // A new contiguous 1-D tensor holding the bucket's tensors one after another.
 torch::Tensor Flatten(const std::vector<torch::Tensor>& tensors, const Bucket& bucket);
 // Copies `flat` back into the bucket's tensors (under NoGradGuard, so parameters may be passed).
-void Unflatten(const torch::Tensor& flat, const Bucket& bucket,
-               std::vector<torch::Tensor>& tensors);
+void Unflatten(const torch::Tensor& flat, const Bucket& bucket, std::vector<torch::Tensor>& tensors);
 
 // Checks the options every implementation shares (ranks, port, timeout). INVALID_ARGUMENT.
 absl::Status ValidateOptions(const CollectiveOptions& options);

@@ -36,8 +36,8 @@ class SingleRankCollective final : public Collective {
   }
   absl::Status Broadcast(std::vector<torch::Tensor>& tensors, int root) override {
     if (root != 0) {
-      return gate_.Fail(absl::InvalidArgumentError(
-          absl::StrCat("broadcast root ", root, " is outside [0, world_size 1)")));
+      return gate_.Fail(
+          absl::InvalidArgumentError(absl::StrCat("broadcast root ", root, " is outside [0, world_size 1)")));
     }
     return Validate(tensors, Reduction::kNone);
   }
@@ -67,8 +67,7 @@ class SingleRankCollective final : public Collective {
 class GlooCollective final : public Collective {
  public:
   GlooCollective(const CollectiveOptions& options, std::unique_ptr<RendezvousHost> host,
-                 c10::intrusive_ptr<c10d::Store> store,
-                 c10::intrusive_ptr<c10d::ProcessGroupGloo> group)
+                 c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroupGloo> group)
       : options_(options),
         host_(std::move(host)),
         store_(std::move(store)),
@@ -96,8 +95,8 @@ class GlooCollective final : public Collective {
     std::lock_guard<std::mutex> call_lock(call_mu_);
     BPNAS_RETURN_IF_ERROR(gate_.Check());
     if (root < 0 || root >= options_.world_size) {
-      return gate_.Fail(absl::InvalidArgumentError(absl::StrCat(
-          "broadcast root ", root, " is outside [0, world_size ", options_.world_size, ")")));
+      return gate_.Fail(absl::InvalidArgumentError(
+          absl::StrCat("broadcast root ", root, " is outside [0, world_size ", options_.world_size, ")")));
     }
     auto buckets = collective_internal::GroupIntoBuckets(tensors, Reduction::kNone);
     if (!buckets.ok()) return gate_.Fail(buckets.status());
@@ -166,8 +165,8 @@ class GlooCollective final : public Collective {
     try {
       future = start()->getFuture();
     } catch (const std::exception&) {
-      return gate_.Fail(collective_internal::StatusFromEngineError(std::current_exception(),
-                                                                   operation, options_.timeout));
+      return gate_.Fail(
+          collective_internal::StatusFromEngineError(std::current_exception(), operation, options_.timeout));
     }
     auto done = std::make_shared<bool>(false);
     std::shared_ptr<WakeState> wake = wake_;
@@ -180,22 +179,20 @@ class GlooCollective final : public Collective {
     bool aborted;
     {
       absl::MutexLock lock(&wake->mu);
-      auto done_or_aborted = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake->mu) {
-        return *done || wake->aborted;
-      };
+      auto done_or_aborted = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(wake->mu) { return *done || wake->aborted; };
       wake->mu.AwaitWithTimeout(absl::Condition(&done_or_aborted), options_.timeout);
       finished = *done;
       aborted = wake->aborted;
     }
     if (!finished) {
       if (aborted) return gate_.Fail(CallGate::AbortedStatus());
-      return gate_.Fail(absl::DeadlineExceededError(absl::StrCat(
-          operation, " timed out after ", collective_internal::FormatSeconds(options_.timeout),
-          ": a rank is gone or stuck")));
+      return gate_.Fail(absl::DeadlineExceededError(
+          absl::StrCat(operation, " timed out after ", collective_internal::FormatSeconds(options_.timeout),
+                       ": a rank is gone or stuck")));
     }
     if (future->hasError()) {
-      return gate_.Fail(collective_internal::StatusFromEngineError(future->exception_ptr(),
-                                                                   operation, options_.timeout));
+      return gate_.Fail(
+          collective_internal::StatusFromEngineError(future->exception_ptr(), operation, options_.timeout));
     }
     return absl::OkStatus();
   }
@@ -211,8 +208,8 @@ class GlooCollective final : public Collective {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Collective>> CreateGlooCollective(
-    const CollectiveOptions& options, std::unique_ptr<RendezvousHost> host) {
+absl::StatusOr<std::unique_ptr<Collective>> CreateGlooCollective(const CollectiveOptions& options,
+                                                                 std::unique_ptr<RendezvousHost> host) {
   BPNAS_RETURN_IF_ERROR(collective_internal::ValidateOptions(options));
   if (options.world_size == 1) return std::make_unique<SingleRankCollective>();
   if (options.rank != 0 && host != nullptr) {
@@ -221,11 +218,9 @@ absl::StatusOr<std::unique_ptr<Collective>> CreateGlooCollective(
   BPNAS_ASSIGN_OR_RETURN(c10::intrusive_ptr<c10d::Store> store,
                          collective_internal::OpenRendezvousStore(options, host));
 
-  auto gloo_options =
-      c10d::ProcessGroupGloo::Options::create(collective_internal::ToChrono(options.timeout));
+  auto gloo_options = c10d::ProcessGroupGloo::Options::create(collective_internal::ToChrono(options.timeout));
   try {
-    gloo_options->devices.push_back(
-        c10d::ProcessGroupGloo::createDeviceForHostname(options.interface_host));
+    gloo_options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(options.interface_host));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("cannot bind a Gloo device to interface_host \"",
                                                    options.interface_host,
@@ -235,13 +230,12 @@ absl::StatusOr<std::unique_ptr<Collective>> CreateGlooCollective(
   try {
     // Every rank publishes its device address in the store and connects to all the others; this
     // blocks until all world_size ranks have joined or the timeout passed.
-    group = c10::make_intrusive<c10d::ProcessGroupGloo>(store, options.rank, options.world_size,
-                                                        gloo_options);
+    group =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(store, options.rank, options.world_size, gloo_options);
   } catch (const std::exception&) {
     return collective_internal::RendezvousError(std::current_exception(), options);
   }
-  return std::make_unique<GlooCollective>(options, std::move(host), std::move(store),
-                                          std::move(group));
+  return std::make_unique<GlooCollective>(options, std::move(host), std::move(store), std::move(group));
 }
 
 }  // namespace bpnas

@@ -53,8 +53,9 @@ int main(int argc, char** argv) {
     o.device = bpnas::v1::GPU;
     // A GPU worker trains on CUDA device 0 (set CUDA_VISIBLE_DEVICES to choose) and joins over NCCL.
     if (!torch::cuda::is_available()) {
-      bpnas::LogError(kComponent, "--device gpu: no CUDA device is visible to LibTorch (a CPU-only LibTorch, "
-                                  "no driver, or CUDA_VISIBLE_DEVICES empty)");
+      bpnas::LogError(kComponent,
+                      "--device gpu: no CUDA device is visible to LibTorch (a CPU-only LibTorch, "
+                      "no driver, or CUDA_VISIBLE_DEVICES empty)");
       return 2;
     }
   } else {
@@ -80,7 +81,8 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_http).empty()) {
     auto h = bpnas::HttpServer::Start(absl::GetFlag(FLAGS_http), 1);
     if (!h.ok()) {
-      bpnas::LogError(kComponent, "--http ", absl::GetFlag(FLAGS_http), ": ", bpnas::StatusToString(h.status()));
+      bpnas::LogError(kComponent, "--http ", absl::GetFlag(FLAGS_http), ": ",
+                      bpnas::StatusToString(h.status()));
       return 1;
     }
     http = std::move(*h);

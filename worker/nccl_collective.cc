@@ -5,7 +5,8 @@
 // (cudaStreamQuery) and the communicator (ncclCommGetAsyncError) until the work is done, an
 // asynchronous error shows, the timeout passes or Abort() is asked for. The last two end in
 // ncclCommAbort, which NCCL documents as the way out of a stuck collective.
-#include "worker/collective_internal.h"
+#include <cuda_runtime_api.h>
+#include <nccl.h>
 
 #include <atomic>
 #include <chrono>
@@ -14,14 +15,13 @@
 #include <thread>
 #include <utility>
 
-#include <cuda_runtime_api.h>
-#include <nccl.h>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/status.h"
+#include "worker/collective_internal.h"
 
 namespace bpnas {
 namespace {
@@ -64,27 +64,24 @@ absl::Status CallStatus(ncclResult_t result, const char* call, const char* file,
   }
   const char* last = ncclGetLastError(nullptr);
   return absl::Status(
-      code,
-      absl::StrCat(call, " failed at ", BaseName(file), ":", line, ": ", ncclGetErrorString(result),
-                   last != nullptr && *last != '\0' ? absl::StrCat(" (", last, ")") : "", " [NCCL ",
-                   NcclVersion(), "]"));
+      code, absl::StrCat(call, " failed at ", BaseName(file), ":", line, ": ", ncclGetErrorString(result),
+                         last != nullptr && *last != '\0' ? absl::StrCat(" (", last, ")") : "", " [NCCL ",
+                         NcclVersion(), "]"));
 }
 
 absl::Status CallStatus(cudaError_t error, const char* call, const char* file, int line) {
   if (error == cudaSuccess) return absl::OkStatus();
-  const absl::StatusCode code = error == cudaErrorNoDevice ||
-                                        error == cudaErrorInsufficientDriver ||
-                                        error == cudaErrorInvalidDevice
-                                    ? absl::StatusCode::kFailedPrecondition
-                                    : absl::StatusCode::kInternal;
-  return absl::Status(code, absl::StrCat(call, " failed at ", BaseName(file), ":", line, ": ",
-                                         cudaGetErrorName(error), ": ", cudaGetErrorString(error),
-                                         " [NCCL ", NcclVersion(), "]"));
+  const absl::StatusCode code =
+      error == cudaErrorNoDevice || error == cudaErrorInsufficientDriver || error == cudaErrorInvalidDevice
+          ? absl::StatusCode::kFailedPrecondition
+          : absl::StatusCode::kInternal;
+  return absl::Status(
+      code, absl::StrCat(call, " failed at ", BaseName(file), ":", line, ": ", cudaGetErrorName(error), ": ",
+                         cudaGetErrorString(error), " [NCCL ", NcclVersion(), "]"));
 }
 
 // Returns from the enclosing function when an NCCL or CUDA runtime call fails.
-#define BPNAS_NCCL_CHECK(call) \
-  BPNAS_RETURN_IF_ERROR(::bpnas::CallStatus((call), #call, __FILE__, __LINE__))
+#define BPNAS_NCCL_CHECK(call) BPNAS_RETURN_IF_ERROR(::bpnas::CallStatus((call), #call, __FILE__, __LINE__))
 
 absl::StatusOr<ncclDataType_t> NcclType(torch::ScalarType dtype) {
   switch (dtype) {
@@ -103,8 +100,7 @@ absl::StatusOr<ncclDataType_t> NcclType(torch::ScalarType dtype) {
     case torch::kLong:
       return ncclInt64;
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("NCCL does not carry dtype ", c10::toString(dtype)));
+      return absl::InvalidArgumentError(absl::StrCat("NCCL does not carry dtype ", c10::toString(dtype)));
   }
 }
 
@@ -167,8 +163,8 @@ class NcclCollective final : public Collective {
     if (root < 0 || root >= options_.world_size) {
       std::lock_guard<std::mutex> call_lock(call_mu_);
       BPNAS_RETURN_IF_ERROR(gate_.Check());
-      return gate_.Fail(absl::InvalidArgumentError(absl::StrCat(
-          "broadcast root ", root, " is outside [0, world_size ", options_.world_size, ")")));
+      return gate_.Fail(absl::InvalidArgumentError(
+          absl::StrCat("broadcast root ", root, " is outside [0, world_size ", options_.world_size, ")")));
     }
     return Collect(tensors, Reduction::kNone, root, "broadcast");
   }
@@ -215,8 +211,8 @@ class NcclCollective final : public Collective {
     std::vector<torch::Tensor> flats;
     for (const Bucket& bucket : buckets) {
       if (bucket.device.is_cuda() && bucket.device.index() != device_) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "tensors on ", bucket.device.str(), ", but this rank's device is cuda:", device_));
+        return absl::InvalidArgumentError(
+            absl::StrCat("tensors on ", bucket.device.str(), ", but this rank's device is cuda:", device_));
       }
       BPNAS_ASSIGN_OR_RETURN(ncclDataType_t type, NcclType(bucket.dtype));
       torch::Tensor flat = collective_internal::Flatten(tensors, bucket);
@@ -229,23 +225,21 @@ class NcclCollective final : public Collective {
       } else {
         BPNAS_RETURN_IF_ERROR(EnsureStaging(bytes));
         device_buffer = staging_;
-        BPNAS_NCCL_CHECK(
-            cudaMemcpyAsync(staging_, flat.data_ptr(), bytes, cudaMemcpyHostToDevice, stream_));
+        BPNAS_NCCL_CHECK(cudaMemcpyAsync(staging_, flat.data_ptr(), bytes, cudaMemcpyHostToDevice, stream_));
       }
       if (reduction == Reduction::kNone) {
         BPNAS_NCCL_CHECK(
             ncclBroadcast(device_buffer, device_buffer, flat.numel(), type, root, comm_, stream_));
       } else {
         // Sum, and divide below for the mean: the same arithmetic as the Gloo implementation.
-        BPNAS_NCCL_CHECK(ncclAllReduce(device_buffer, device_buffer, flat.numel(), type, ncclSum,
-                                       comm_, stream_));
+        BPNAS_NCCL_CHECK(
+            ncclAllReduce(device_buffer, device_buffer, flat.numel(), type, ncclSum, comm_, stream_));
       }
       BPNAS_RETURN_IF_ERROR(AwaitStream(operation));
       if (!flat.is_cuda()) {
         // Only now: a device-to-pageable-host copy blocks the caller until it is done, so it must
         // not be queued behind a collective that may hang.
-        BPNAS_NCCL_CHECK(
-            cudaMemcpyAsync(flat.data_ptr(), staging_, bytes, cudaMemcpyDeviceToHost, stream_));
+        BPNAS_NCCL_CHECK(cudaMemcpyAsync(flat.data_ptr(), staging_, bytes, cudaMemcpyDeviceToHost, stream_));
         BPNAS_NCCL_CHECK(cudaStreamSynchronize(stream_));
       }
       flats.push_back(flat);
@@ -261,8 +255,7 @@ class NcclCollective final : public Collective {
   // Polls until the stream is idle; fails on an asynchronous NCCL error, the timeout or Abort().
   absl::Status AwaitStream(const std::string& operation) {
     const absl::Time deadline = absl::Now() + options_.timeout;
-    BPNAS_RETURN_IF_ERROR(
-        AwaitCommunicator(comm_, deadline, &abort_requested_, operation, options_.timeout));
+    BPNAS_RETURN_IF_ERROR(AwaitCommunicator(comm_, deadline, &abort_requested_, operation, options_.timeout));
     while (true) {
       const cudaError_t query = cudaStreamQuery(stream_);
       if (query == cudaSuccess) return absl::OkStatus();
@@ -276,9 +269,9 @@ class NcclCollective final : public Collective {
       }
       if (abort_requested_.load()) return CallGate::AbortedStatus();
       if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            operation, " timed out after ", collective_internal::FormatSeconds(options_.timeout),
-            ": a rank is gone or stuck"));
+        return absl::DeadlineExceededError(absl::StrCat(operation, " timed out after ",
+                                                        collective_internal::FormatSeconds(options_.timeout),
+                                                        ": a rank is gone or stuck"));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
@@ -337,8 +330,8 @@ absl::StatusOr<ncclUniqueId> ShareUniqueId(const CollectiveOptions& options,
     } else {
       const std::vector<uint8_t> bytes = store->get(kUniqueIdKey);
       if (bytes.size() != sizeof(id)) {
-        return absl::DataLossError(absl::StrCat("the NCCL unique id in the store has ",
-                                                bytes.size(), " bytes, expected ", sizeof(id)));
+        return absl::DataLossError(absl::StrCat("the NCCL unique id in the store has ", bytes.size(),
+                                                " bytes, expected ", sizeof(id)));
       }
       std::memcpy(&id, bytes.data(), sizeof(id));
     }
@@ -350,8 +343,8 @@ absl::StatusOr<ncclUniqueId> ShareUniqueId(const CollectiveOptions& options,
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(
-    const CollectiveOptions& options, std::unique_ptr<RendezvousHost> host) {
+absl::StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(const CollectiveOptions& options,
+                                                                 std::unique_ptr<RendezvousHost> host) {
   BPNAS_RETURN_IF_ERROR(collective_internal::ValidateOptions(options));
   if (options.rank != 0 && host != nullptr) {
     return absl::InvalidArgumentError("only rank 0 hosts the rendezvous store");
@@ -376,9 +369,9 @@ absl::StatusOr<std::unique_ptr<Collective>> CreateNcclCollective(
   if (!ready.ok()) {
     ncclCommAbort(comm);
     if (ready.code() == absl::StatusCode::kDeadlineExceeded) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "rendezvous timed out after ", collective_internal::FormatSeconds(options.timeout),
-          ": not all ", options.world_size, " ranks joined the NCCL communicator"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("rendezvous timed out after ", collective_internal::FormatSeconds(options.timeout),
+                       ": not all ", options.world_size, " ranks joined the NCCL communicator"));
     }
     return ready;
   }

@@ -63,9 +63,9 @@ absl::StatusOr<int64_t> PgBlobWriter::Finish(const std::string& sha256_hex) {
             "SELECT coalesce(sum(length(data)), 0)::bigint, count(*) FROM blob_chunks WHERE blob_id = $1",
             blob_id_);
         if (stored[0].as<int64_t>() != bytes_ || stored[1].as<int64_t>() != next_seq_) {
-          return absl::DataLossError(absl::StrCat("blob ", blob_id_, " holds ", stored[0].as<int64_t>(),
-                                                  " bytes in ", stored[1].as<int64_t>(), " chunks; the writer sent ",
-                                                  bytes_, " bytes in ", next_seq_));
+          return absl::DataLossError(absl::StrCat(
+              "blob ", blob_id_, " holds ", stored[0].as<int64_t>(), " bytes in ", stored[1].as<int64_t>(),
+              " chunks; the writer sent ", bytes_, " bytes in ", next_seq_));
         }
         pqxx::result r = tx.exec_params(
             "UPDATE blobs SET complete = true, sha256 = $2, total_bytes = $3, completed_at = now() "
@@ -96,8 +96,8 @@ absl::StatusOr<int64_t> PgBlobWriter::Finish(const std::string& sha256_hex) {
   return id;
 }
 
-PgBlobReader::PgBlobReader(std::shared_ptr<PgPool> pool, int64_t blob_id, std::string sha256, int64_t total_bytes,
-                           int64_t step)
+PgBlobReader::PgBlobReader(std::shared_ptr<PgPool> pool, int64_t blob_id, std::string sha256,
+                           int64_t total_bytes, int64_t step)
     : pool_(std::move(pool)),
       blob_id_(blob_id),
       sha256_(std::move(sha256)),
@@ -123,8 +123,8 @@ absl::StatusOr<bool> PgBlobReader::Next(std::string* chunk) {
   }
   done_ = true;
   if (read_ != total_bytes_) {
-    return absl::DataLossError(absl::StrCat("blob ", blob_id_, " should hold ", total_bytes_, " bytes but ", read_,
-                                            " were read (deleted meanwhile?)"));
+    return absl::DataLossError(absl::StrCat("blob ", blob_id_, " should hold ", total_bytes_, " bytes but ",
+                                            read_, " were read (deleted meanwhile?)"));
   }
   return false;
 }

@@ -7,7 +7,8 @@
 // a writer refuses (FAILED_PRECONDITION) an Append or Finish once its attempt token is no longer
 // active, and Finish of a checkpoint keeps the job's kCheckpointsKept newest complete checkpoints
 // and deletes older ones. A Finish that failed (UNAVAILABLE) may be called again; if the first one
-// did commit (its outcome was in doubt), the repeat returns the blob id. Not thread-safe (one stream each); the pool they share is.
+// did commit (its outcome was in doubt), the repeat returns the blob id. Not thread-safe (one stream each);
+// the pool they share is.
 #ifndef BPNAS_SERVER_PG_BLOBS_H_
 #define BPNAS_SERVER_PG_BLOBS_H_
 

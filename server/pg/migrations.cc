@@ -1,8 +1,9 @@
 #include "server/pg/migrations.h"
 
 #include <memory>
-#include <pqxx/pqxx>
 #include <string>
+
+#include <pqxx/pqxx>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -27,15 +28,15 @@ absl::Status ApplyMigrations(const std::string& dsn) {
   BPNAS_ASSIGN_OR_RETURN(std::shared_ptr<PgConnectionPool> pool, PgConnectionPool::Create(dsn, options));
   // Each step is one transaction that first takes the lock, so steps of two servers never
   // interleave inside a step, and a server that waited finds the step done.
-  BPNAS_RETURN_IF_ERROR(pool->RunTransaction(
-      "create schema_migrations", TxKind::kTransaction, [](pqxx::transaction_base& tx) -> absl::Status {
-        TakeMigrationLock(tx);
-        tx.exec(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            "  name text PRIMARY KEY,"
-            "  applied_at timestamptz NOT NULL DEFAULT now())");
-        return absl::OkStatus();
-      }));
+  BPNAS_RETURN_IF_ERROR(pool->RunTransaction("create schema_migrations", TxKind::kTransaction,
+                                             [](pqxx::transaction_base& tx) -> absl::Status {
+                                               TakeMigrationLock(tx);
+                                               tx.exec(
+                                                   "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                                   "  name text PRIMARY KEY,"
+                                                   "  applied_at timestamptz NOT NULL DEFAULT now())");
+                                               return absl::OkStatus();
+                                             }));
   for (const Migration& migration : EmbeddedMigrations()) {
     const std::string what = absl::StrCat("migration ", migration.name);
     BPNAS_RETURN_IF_ERROR(pool->RunTransaction(

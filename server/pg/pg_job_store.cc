@@ -1,16 +1,16 @@
 #include "server/pg/pg_job_store.h"
 
-#include <openssl/rand.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <map>
-#include <pqxx/pqxx>
 #include <set>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include <openssl/rand.h>
+#include <pqxx/pqxx>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -421,37 +421,37 @@ absl::StatusOr<HeartbeatResponse> PgJobStore::Heartbeat(const std::string& worke
 
 absl::Status PgJobStore::RenewBusyWorkerLeases(absl::Duration lease) {
   if (lease <= absl::ZeroDuration()) return absl::InvalidArgumentError("worker lease must be positive");
-  return pool_->Run<bool>(
-             "renew busy worker leases", TxKind::kSingleStatement,
-             [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
-               tx.exec_params(
-                   "UPDATE workers SET lease_expires_at = greatest(lease_expires_at, "
-                   "now() + $1::double precision * interval '1 microsecond') WHERE state = 'BUSY'",
-                   Micros(lease));
-               return true;
-             })
+  return pool_
+      ->Run<bool>("renew busy worker leases", TxKind::kSingleStatement,
+                  [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
+                    tx.exec_params(
+                        "UPDATE workers SET lease_expires_at = greatest(lease_expires_at, "
+                        "now() + $1::double precision * interval '1 microsecond') WHERE state = 'BUSY'",
+                        Micros(lease));
+                    return true;
+                  })
       .status();
 }
 
 absl::Status PgJobStore::PublishRendezvous(const std::string& attempt_token, const std::string& address) {
   if (attempt_token.empty()) return absl::InvalidArgumentError("attempt token is empty");
   if (address.empty()) return absl::InvalidArgumentError("rendezvous address is empty");
-  return pool_->Run<bool>(
-             "publish rendezvous", TxKind::kTransaction,
-             [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
-               pqxx::result r = tx.exec_params(R"sql(
+  return pool_
+      ->Run<bool>("publish rendezvous", TxKind::kTransaction,
+                  [&](pqxx::transaction_base& tx) -> absl::StatusOr<bool> {
+                    pqxx::result r = tx.exec_params(R"sql(
                  UPDATE attempts t SET rendezvous = $2
                  FROM assignments s
                  WHERE s.token = $1 AND s.active AND s.rank = 0
                    AND t.job_id = s.job_id AND t.attempt = s.attempt AND t.state = 'RUNNING'
                  RETURNING t.job_id)sql",
-                                               attempt_token, address);
-               if (r.empty()) {
-                 return absl::FailedPreconditionError(
-                     "rendezvous: the token is not rank 0 of a running attempt (the attempt ended?)");
-               }
-               return true;
-             })
+                                                    attempt_token, address);
+                    if (r.empty()) {
+                      return absl::FailedPreconditionError(
+                          "rendezvous: the token is not rank 0 of a running attempt (the attempt ended?)");
+                    }
+                    return true;
+                  })
       .status();
 }
 
@@ -588,7 +588,6 @@ std::string ArrayLiteral(const std::vector<std::string>& items) {
   return out;
 }
 
-
 }  // namespace
 
 absl::StatusOr<std::vector<bool>> PgJobStore::AppendProgress(const std::vector<ProgressReport>& reports) {
@@ -635,7 +634,8 @@ absl::StatusOr<std::vector<Progress>> PgJobStore::ListProgress(const std::string
           "list progress", TxKind::kSingleStatement,
           [&](pqxx::transaction_base& tx) -> absl::StatusOr<std::vector<Progress>> {
             // The job row is there to tell "no such job" (no row) from "nothing new" (one null row).
-            pqxx::result r = tx.exec_params(R"sql(
+            pqxx::result r =
+                tx.exec_params(R"sql(
               SELECT p.attempt, p.step, floor(extract(epoch FROM p.reported_at) * 1000)::bigint, p.body
               FROM jobs j LEFT JOIN LATERAL (
                 SELECT attempt, step, reported_at, body FROM progress
@@ -643,12 +643,13 @@ absl::StatusOr<std::vector<Progress>> PgJobStore::ListProgress(const std::string
                 ORDER BY attempt, step
                 LIMIT $4) p ON true
               WHERE j.id = $1)sql",
-                                            job_id, static_cast<int64_t>(cursor->attempt), cursor->step, limit);
+                               job_id, static_cast<int64_t>(cursor->attempt), cursor->step, limit);
             if (r.empty()) return absl::NotFoundError(absl::StrCat("no job ", job_id));
             std::vector<Progress> rows;
             for (const pqxx::row& row : r) {
               if (row[0].is_null()) continue;
-              BPNAS_ASSIGN_OR_RETURN(Progress progress, ProgressFromRow(job_id, row[0], row[1], row[2], row[3]));
+              BPNAS_ASSIGN_OR_RETURN(Progress progress,
+                                     ProgressFromRow(job_id, row[0], row[1], row[2], row[3]));
               rows.push_back(std::move(progress));
             }
             return rows;

@@ -7,9 +7,9 @@
 //
 // Every method runs as one transaction on a connection taken from a PgPool (server/pg/pool.h; at
 // most `pool_size` connections, a caller waits while all are in use). The pool runs a transaction
-// again after a serialization failure or deadlock, and returns ABORTED only if that persists. Values always travel as query
-// parameters, never inside the SQL text. Times (leases, created/updated, reported) come from the
-// database clock, so several coordinators sharing one database agree on them.
+// again after a serialization failure or deadlock, and returns ABORTED only if that persists. Values always
+// travel as query parameters, never inside the SQL text. Times (leases, created/updated, reported) come from
+// the database clock, so several coordinators sharing one database agree on them.
 //
 // Losing the database: a call that finds it unreachable returns UNAVAILABLE and throws away the
 // pooled connections; the next call connects again, so a PostgreSQL restart heals without

@@ -12,7 +12,7 @@
 namespace bpnas {
 
 absl::StatusOr<std::shared_ptr<PgConnectionPool>> PgConnectionPool::Create(const std::string& dsn,
-                                                                          PgPoolOptions options) {
+                                                                           PgPoolOptions options) {
   if (options.max_connections < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("a pool needs at least 1 connection, got ", options.max_connections));
@@ -59,14 +59,15 @@ absl::Status PgConnectionPool::RunTransaction(const char* what, TxKind kind, con
           absl::StrCat(what, ": lost the connection to PostgreSQL (", RedactedDsn(dsn_), "): ", e.what()));
     } catch (const pqxx::in_doubt_error& e) {
       broken = true;
-      failure = absl::UnavailableError(absl::StrCat(
-          what,
-          ": the connection to PostgreSQL broke while committing; the change may or may not have been stored: ",
-          e.what()));
+      failure = absl::UnavailableError(absl::StrCat(what,
+                                                    ": the connection to PostgreSQL broke while committing; "
+                                                    "the change may or may not have been stored: ",
+                                                    e.what()));
     } catch (const pqxx::statement_completion_unknown& e) {
       broken = true;
       failure = absl::UnavailableError(absl::StrCat(
-          what, ": the connection to PostgreSQL broke; the change may or may not have been stored: ", e.what()));
+          what,
+          ": the connection to PostgreSQL broke; the change may or may not have been stored: ", e.what()));
     } catch (const pqxx::transaction_rollback& e) {
       // Serialization failure or deadlock: the server rolled the transaction back, so running it
       // again is safe, and usually succeeds once the other transaction is done.
@@ -78,8 +79,8 @@ absl::Status PgConnectionPool::RunTransaction(const char* what, TxKind kind, con
       const std::string& state = e.sqlstate();
       if (absl::StartsWith(state, "08") || absl::StartsWith(state, "57P")) {
         broken = true;
-        failure =
-            absl::UnavailableError(absl::StrCat(what, ": PostgreSQL is unavailable (", state, "): ", e.what()));
+        failure = absl::UnavailableError(
+            absl::StrCat(what, ": PostgreSQL is unavailable (", state, "): ", e.what()));
       } else {
         failure = absl::InternalError(absl::StrCat(what, ": PostgreSQL error ", state, ": ", e.what()));
       }
@@ -135,7 +136,8 @@ void PgConnectionPool::Release(std::unique_ptr<pqxx::connection> conn, bool brok
     std::lock_guard<std::mutex> lock(mu_);
     if (broken || !conn->is_open()) {
       dropped.push_back(std::move(conn));
-      dropped.insert(dropped.end(), std::make_move_iterator(idle_.begin()), std::make_move_iterator(idle_.end()));
+      dropped.insert(dropped.end(), std::make_move_iterator(idle_.begin()),
+                     std::make_move_iterator(idle_.end()));
       idle_.clear();
       open_ -= static_cast<int>(dropped.size());
     } else {

@@ -1,10 +1,10 @@
 #include "worker/engine/artifact.h"
 
-#include <torch/nn/functional.h>
-
 #include <fstream>
 #include <sstream>
 #include <unordered_map>
+
+#include <torch/nn/functional.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/sha256.h"
@@ -73,8 +73,8 @@ absl::StatusOr<QuantizedModel> ExportQuantizedModel(const Supernet& net, const J
           return absl::FailedPreconditionError(absl::StrCat("export: layer ", n.name, " is not pinned"));
         }
         const int wb = l->searchable() ? l->weight_bits()[l->pinned_weight_index()] : l->weight_bits()[0];
-        const int ab = l->searchable() ? l->activation_bits()[l->pinned_activation_index()]
-                                       : l->activation_bits()[0];
+        const int ab =
+            l->searchable() ? l->activation_bits()[l->pinned_activation_index()] : l->activation_bits()[0];
         auto* c = out->mutable_conv();
         c->set_in_channels(n.in_channels);
         c->set_out_channels(n.out_channels);
@@ -87,7 +87,8 @@ absl::StatusOr<QuantizedModel> ExportQuantizedModel(const Supernet& net, const J
         const double clip_w = l->WeightClipValue(wb);
         c->set_weight_scale(float(WeightStep(wb, clip_w)));
         auto codes = WeightCodes(l->weight, wb, clip_w).contiguous();
-        c->set_weight_codes(std::string(reinterpret_cast<const char*>(codes.data_ptr<int8_t>()), codes.numel()));
+        c->set_weight_codes(
+            std::string(reinterpret_cast<const char*>(codes.data_ptr<int8_t>()), codes.numel()));
         c->set_activation_clip(float(l->ActivationClipValue(ab)));
         if (l->bias.defined()) {
           for (float v : ToVector(l->bias)) c->add_bias(v);
@@ -171,7 +172,8 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, con
   tensors["input"] = images;
   torch::Tensor last;
   auto input = [&](const Node& n, int k) -> absl::StatusOr<torch::Tensor> {
-    if (k >= n.inputs_size()) return absl::InvalidArgumentError(absl::StrCat("node ", n.name(), ": missing input"));
+    if (k >= n.inputs_size())
+      return absl::InvalidArgumentError(absl::StrCat("node ", n.name(), ": missing input"));
     auto it = tensors.find(n.inputs(k));
     if (it == tensors.end()) {
       return absl::InvalidArgumentError(absl::StrCat("node ", n.name(), ": unknown input ", n.inputs(k)));
@@ -187,13 +189,16 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, con
         const auto& c = n.conv();
         const int64_t kk = n.op() == Node::CONV2D ? int64_t(c.kernel()) * c.kernel() : 1;
         const int64_t count = int64_t(c.out_channels()) * c.in_channels() * kk;
-        if (int64_t(c.weight_codes().size()) != count || c.activation_bits() < 1 || c.activation_bits() > 16) {
-          return absl::InvalidArgumentError(absl::StrCat("node ", n.name(), ": weight codes or bits malformed"));
+        if (int64_t(c.weight_codes().size()) != count || c.activation_bits() < 1 ||
+            c.activation_bits() > 16) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("node ", n.name(), ": weight codes or bits malformed"));
         }
         auto codes = torch::from_blob(const_cast<char*>(c.weight_codes().data()), {count}, torch::kInt8);
         auto w = codes.to(torch::kFloat).mul(c.weight_scale());
         const double step = double(c.activation_clip()) / double((1 << c.activation_bits()) - 1);
-        auto xq = torch::floor(x.clamp(0.0, double(c.activation_clip())).mul(float(1.0 / step)).add(0.5f)).mul(float(step));
+        auto xq = torch::floor(x.clamp(0.0, double(c.activation_clip())).mul(float(1.0 / step)).add(0.5f))
+                      .mul(float(step));
         torch::Tensor bias;
         if (c.bias_size() > 0) bias = torch::tensor(std::vector<float>(c.bias().begin(), c.bias().end()));
         if (n.op() == Node::CONV2D) {
@@ -206,8 +211,10 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, con
       }
       case Node::BATCH_NORM: {
         const auto& b = n.batch_norm();
-        auto scale = torch::tensor(std::vector<float>(b.scale().begin(), b.scale().end())).view({1, -1, 1, 1});
-        auto shift = torch::tensor(std::vector<float>(b.shift().begin(), b.shift().end())).view({1, -1, 1, 1});
+        auto scale =
+            torch::tensor(std::vector<float>(b.scale().begin(), b.scale().end())).view({1, -1, 1, 1});
+        auto shift =
+            torch::tensor(std::vector<float>(b.shift().begin(), b.shift().end())).view({1, -1, 1, 1});
         y = x * scale + shift;
         break;
       }
@@ -242,14 +249,15 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, con
   return last;
 }
 
-absl::StatusOr<double> EvaluateQuantizedModel(const QuantizedModel& model, const Dataset& data, int batch_size) {
+absl::StatusOr<double> EvaluateQuantizedModel(const QuantizedModel& model, const Dataset& data,
+                                              int batch_size) {
   if (data.size() == 0) return absl::InvalidArgumentError("evaluation data is empty");
   if (data.images.size(1) != model.input_channels() || data.images.size(2) != model.input_height() ||
       data.images.size(3) != model.input_width()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "data shape ", data.images.size(1), "x", data.images.size(2), "x", data.images.size(3),
-        " does not match the model input ", model.input_channels(), "x", model.input_height(), "x",
-        model.input_width()));
+    return absl::InvalidArgumentError(absl::StrCat("data shape ", data.images.size(1), "x",
+                                                   data.images.size(2), "x", data.images.size(3),
+                                                   " does not match the model input ", model.input_channels(),
+                                                   "x", model.input_height(), "x", model.input_width()));
   }
   int64_t correct = 0;
   for (int64_t i = 0; i < data.size(); i += batch_size) {

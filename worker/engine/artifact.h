@@ -9,8 +9,8 @@
 
 #include "absl/status/statusor.h"
 #include "bpnas/v1/model.pb.h"
-#include "worker/engine/data.h"
 #include "spec/spec.h"
+#include "worker/engine/data.h"
 #include "worker/engine/supernet.h"
 
 namespace bpnas {

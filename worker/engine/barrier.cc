@@ -38,7 +38,8 @@ torch::Tensor Prob1Regularizer(const std::vector<torch::Tensor>& weight_probs,
   return Prob1RegularizerStacked(torch::stack(weight_probs), torch::stack(activation_probs));
 }
 
-torch::Tensor Prob1RegularizerStacked(const torch::Tensor& weight_probs, const torch::Tensor& activation_probs) {
+torch::Tensor Prob1RegularizerStacked(const torch::Tensor& weight_probs,
+                                      const torch::Tensor& activation_probs) {
   TORCH_CHECK(weight_probs.dim() == 2 && activation_probs.dim() == 2 &&
                   weight_probs.size(0) == activation_probs.size(0) && weight_probs.size(0) > 0,
               "Prob1RegularizerStacked: [layers, bitwidths] weight and activation distributions expected");

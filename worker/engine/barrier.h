@@ -31,7 +31,8 @@ torch::Tensor Prob1Regularizer(const std::vector<torch::Tensor>& weight_probs,
                                const std::vector<torch::Tensor>& activation_probs);
 // The same for distributions stacked by row ([layers, bitwidths] each): a handful of operators instead
 // of several per layer (the architecture step is small operators only apart from the network).
-torch::Tensor Prob1RegularizerStacked(const torch::Tensor& weight_probs, const torch::Tensor& activation_probs);
+torch::Tensor Prob1RegularizerStacked(const torch::Tensor& weight_probs,
+                                      const torch::Tensor& activation_probs);
 
 // t grows geometrically from t_start (progress 0) to t_end (progress 1).
 double BarrierT(double progress, double t_start, double t_end);

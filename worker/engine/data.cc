@@ -135,8 +135,8 @@ class GzFileReader {
     if (code == Z_ERRNO) {
       return absl::DataLossError(absl::StrCat(path_, ": read failed: ", std::strerror(errno)));
     }
-    return absl::DataLossError(absl::StrCat(path_, ": gzip stream is corrupt or truncated: ",
-                                            what != nullptr ? what : "unknown zlib error"));
+    return absl::DataLossError(absl::StrCat(
+        path_, ": gzip stream is corrupt or truncated: ", what != nullptr ? what : "unknown zlib error"));
   }
 
   std::string path_;
@@ -146,12 +146,11 @@ class GzFileReader {
 };
 
 std::string SizeMismatch(const std::string& path, unsigned __int128 promised, uint64_t actual) {
-  const std::string promised_text =
-      promised > std::numeric_limits<uint64_t>::max()
-          ? std::string("more than 2^64")
-          : absl::StrCat(static_cast<uint64_t>(promised));
-  return absl::StrCat(path, promised > actual ? ": truncated: " : ": trailing bytes: ",
-                      "header promises ", promised_text, " bytes, file has ", actual);
+  const std::string promised_text = promised > std::numeric_limits<uint64_t>::max()
+                                        ? std::string("more than 2^64")
+                                        : absl::StrCat(static_cast<uint64_t>(promised));
+  return absl::StrCat(path, promised > actual ? ": truncated: " : ": trailing bytes: ", "header promises ",
+                      promised_text, " bytes, file has ", actual);
 }
 
 // An IDX file whose header has been read and checked; the reader stands at the payload.
@@ -174,24 +173,22 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path, uint32_t magic, const c
   if (got == 4) {
     const uint32_t got_magic = BigEndian32(header);
     if (got_magic != magic) {
-      return absl::DataLossError(absl::StrFormat(
-          "%s: bad magic 0x%08x, expected 0x%08x (IDX %s)", path, got_magic, magic, kind));
+      return absl::DataLossError(
+          absl::StrFormat("%s: bad magic 0x%08x, expected 0x%08x (IDX %s)", path, got_magic, magic, kind));
     }
     BPNAS_ASSIGN_OR_RETURN(size_t more, idx.reader->Read(header + 4, idx.header_size - 4));
     got += more;
   }
   if (got < idx.header_size) {
-    return absl::DataLossError(absl::StrCat(path, ": truncated: file has ", got,
-                                            " bytes, an IDX ", kind, " header needs ",
-                                            idx.header_size));
+    return absl::DataLossError(absl::StrCat(path, ": truncated: file has ", got, " bytes, an IDX ", kind,
+                                            " header needs ", idx.header_size));
   }
   // Each dimension is below 2^32 and images have 3: the product fits in 128 bits.
   unsigned __int128 payload = 1;
   for (int d = 0; d < dims; ++d) {
     const uint32_t size = BigEndian32(header + 4 + 4 * d);
     if (d > 0 && size == 0) {
-      return absl::DataLossError(
-          absl::StrCat(path, ": dimension ", d, " of the IDX ", kind, " header is 0"));
+      return absl::DataLossError(absl::StrCat(path, ": dimension ", d, " of the IDX ", kind, " header is 0"));
     }
     idx.shape.push_back(size);
     payload *= size;
@@ -201,8 +198,7 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path, uint32_t magic, const c
     if (promised != idx.reader->file_size()) {
       return absl::DataLossError(SizeMismatch(path, promised, idx.reader->file_size()));
     }
-  } else if (payload >
-             1100 * static_cast<unsigned __int128>(idx.reader->file_size()) + kChunkBytes) {
+  } else if (payload > 1100 * static_cast<unsigned __int128>(idx.reader->file_size()) + kChunkBytes) {
     // Deflate cannot expand beyond ~1032:1, so the stream cannot hold this much: refuse before
     // allocating for it, and count what it does hold for the message.
     BPNAS_ASSIGN_OR_RETURN(uint64_t rest, idx.reader->CountRest());
@@ -216,24 +212,22 @@ absl::StatusOr<IdxFile> OpenIdx(const std::string& path, uint32_t magic, const c
 // ended exactly where the header said.
 absl::Status ReadIdxPayload(const std::string& path, IdxFile& idx,
                             const std::function<void(const uint8_t*, size_t, uint64_t)>& consume) {
-  std::vector<uint8_t> chunk(std::min<uint64_t>(std::max<uint64_t>(idx.payload_size, 1),
-                                                kChunkBytes));
+  std::vector<uint8_t> chunk(std::min<uint64_t>(std::max<uint64_t>(idx.payload_size, 1), kChunkBytes));
   uint64_t offset = 0;
   while (offset < idx.payload_size) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(idx.payload_size - offset,
-                                                               chunk.size()));
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(idx.payload_size - offset, chunk.size()));
     BPNAS_ASSIGN_OR_RETURN(size_t got, idx.reader->Read(chunk.data(), want));
     consume(chunk.data(), got, offset);
     offset += got;
     if (got < want) {
-      return absl::DataLossError(SizeMismatch(path, idx.header_size + idx.payload_size,
-                                              idx.header_size + offset));
+      return absl::DataLossError(
+          SizeMismatch(path, idx.header_size + idx.payload_size, idx.header_size + offset));
     }
   }
   BPNAS_ASSIGN_OR_RETURN(uint64_t rest, idx.reader->CountRest());
   if (rest > 0) {
-    return absl::DataLossError(SizeMismatch(path, idx.header_size + idx.payload_size,
-                                            idx.header_size + idx.payload_size + rest));
+    return absl::DataLossError(
+        SizeMismatch(path, idx.header_size + idx.payload_size, idx.header_size + idx.payload_size + rest));
   }
   return absl::OkStatus();
 }
@@ -264,32 +258,29 @@ absl::Status CheckLabelRange(const std::string& path, const torch::Tensor& label
   const int64_t* data = labels.data_ptr<int64_t>();
   for (int64_t i = 0; i < labels.size(0); ++i) {
     if (data[i] < 0 || data[i] >= classes) {
-      return absl::DataLossError(absl::StrCat(path, ": label ", data[i], " at index ", i,
-                                              " is out of range [0, ", classes, ")"));
+      return absl::DataLossError(
+          absl::StrCat(path, ": label ", data[i], " at index ", i, " is out of range [0, ", classes, ")"));
     }
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<Dataset> LoadMnistSplit(const std::string& dir, const std::string& prefix) {
-  BPNAS_ASSIGN_OR_RETURN(std::string images_path,
-                         FindMaybeGz(dir, prefix + "-images-idx3-ubyte"));
-  BPNAS_ASSIGN_OR_RETURN(std::string labels_path,
-                         FindMaybeGz(dir, prefix + "-labels-idx1-ubyte"));
+  BPNAS_ASSIGN_OR_RETURN(std::string images_path, FindMaybeGz(dir, prefix + "-images-idx3-ubyte"));
+  BPNAS_ASSIGN_OR_RETURN(std::string labels_path, FindMaybeGz(dir, prefix + "-labels-idx1-ubyte"));
   Dataset split;
   BPNAS_ASSIGN_OR_RETURN(split.images, ReadIdxImages(images_path));
   BPNAS_ASSIGN_OR_RETURN(split.labels, ReadIdxLabels(labels_path));
   if (split.images.size(0) != split.labels.size(0)) {
-    return absl::DataLossError(absl::StrCat(images_path, " holds ", split.images.size(0),
-                                            " images but ", labels_path, " holds ",
-                                            split.labels.size(0), " labels"));
+    return absl::DataLossError(absl::StrCat(images_path, " holds ", split.images.size(0), " images but ",
+                                            labels_path, " holds ", split.labels.size(0), " labels"));
   }
   // The model graph is planned for 1x28x28 inputs (GeometryOf in spec.h); anything else would
   // only fail later, inside the first convolution.
   if (split.images.size(2) != kMnistSide || split.images.size(3) != kMnistSide) {
-    return absl::DataLossError(absl::StrCat(images_path, ": images are ", split.images.size(2),
-                                            "x", split.images.size(3), ", expected ",
-                                            kMnistSide, "x", kMnistSide, " for an MNIST folder"));
+    return absl::DataLossError(absl::StrCat(images_path, ": images are ", split.images.size(2), "x",
+                                            split.images.size(3), ", expected ", kMnistSide, "x", kMnistSide,
+                                            " for an MNIST folder"));
   }
   BPNAS_RETURN_IF_ERROR(CheckLabelRange(labels_path, split.labels, kFileClasses));
   split.num_classes = kFileClasses;
@@ -308,10 +299,10 @@ absl::StatusOr<Dataset> LoadCifarFiles(const std::vector<std::string>& paths) {
     const uintmax_t size = fs::file_size(paths[f], ec);
     if (ec) return absl::NotFoundError(absl::StrCat(paths[f], ": cannot open: ", ec.message()));
     if (size == 0 || size % kCifarRecord != 0) {
-      return absl::DataLossError(absl::StrCat(
-          paths[f], ": size ", size, " is not a positive multiple of the ", kCifarRecord,
-          "-byte CIFAR-10 record (", size / kCifarRecord, " whole records + ",
-          size % kCifarRecord, " bytes)"));
+      return absl::DataLossError(absl::StrCat(paths[f], ": size ", size,
+                                              " is not a positive multiple of the ", kCifarRecord,
+                                              "-byte CIFAR-10 record (", size / kCifarRecord,
+                                              " whole records + ", size % kCifarRecord, " bytes)"));
     }
     records_in[f] = static_cast<int64_t>(size / kCifarRecord);
     records += records_in[f];
@@ -329,23 +320,22 @@ absl::StatusOr<Dataset> LoadCifarFiles(const std::vector<std::string>& paths) {
   for (size_t f = 0; f < paths.size(); ++f) {
     BPNAS_ASSIGN_OR_RETURN(std::unique_ptr<GzFileReader> reader, GzFileReader::Open(paths[f]));
     if (reader->compressed()) {
-      return absl::DataLossError(absl::StrCat(
-          paths[f], ": is gzip-compressed; expected a raw CIFAR-10 binary batch"));
+      return absl::DataLossError(
+          absl::StrCat(paths[f], ": is gzip-compressed; expected a raw CIFAR-10 binary batch"));
     }
     for (int64_t r = 0; r < records_in[f];) {
       const int64_t n = std::min(kRecordsPerChunk, records_in[f] - r);
       BPNAS_ASSIGN_OR_RETURN(size_t got, reader->Read(chunk.data(), n * kCifarRecord));
       if (got != static_cast<size_t>(n * kCifarRecord)) {
         return absl::DataLossError(absl::StrCat(paths[f], ": truncated while reading (",
-                                                r * kCifarRecord + got, " of ",
-                                                records_in[f] * kCifarRecord, " bytes)"));
+                                                r * kCifarRecord + got, " of ", records_in[f] * kCifarRecord,
+                                                " bytes)"));
       }
       for (int64_t k = 0; k < n; ++k, ++r, ++i) {
         const uint8_t* record = chunk.data() + k * kCifarRecord;
         if (record[0] >= kFileClasses) {
-          return absl::DataLossError(absl::StrCat(paths[f], ": label ", int{record[0]},
-                                                  " of record ", r, " is out of range [0, ",
-                                                  kFileClasses, ")"));
+          return absl::DataLossError(absl::StrCat(paths[f], ": label ", int{record[0]}, " of record ", r,
+                                                  " is out of range [0, ", kFileClasses, ")"));
         }
         labels[i] = record[0];
         // The 3072 pixel bytes are the R, G, B planes of 32x32, row-major: already [C, H, W].
@@ -381,8 +371,7 @@ uint64_t UniformBelow(std::mt19937_64& rng, uint64_t n) {
 
 // One prototype per class: for every channel, stripes at a class-dependent angle plus a Gaussian
 // blob at a random position, scaled to [0, 1]. Returns [classes][channels * size * size].
-std::vector<std::vector<float>> MakePrototypes(int channels, int size, int classes,
-                                               std::mt19937_64& rng) {
+std::vector<std::vector<float>> MakePrototypes(int channels, int size, int classes, std::mt19937_64& rng) {
   constexpr double kPi = 3.14159265358979323846;
   const int64_t plane = int64_t{size} * size;
   std::vector<std::vector<float>> prototypes(classes, std::vector<float>(channels * plane));
@@ -416,8 +405,8 @@ std::vector<std::vector<float>> MakePrototypes(int channels, int size, int class
   return prototypes;
 }
 
-Dataset MakeSyntheticSplit(const std::vector<std::vector<float>>& prototypes, int channels,
-                           int size, int count, std::mt19937_64& rng) {
+Dataset MakeSyntheticSplit(const std::vector<std::vector<float>>& prototypes, int channels, int size,
+                           int count, std::mt19937_64& rng) {
   const int classes = static_cast<int>(prototypes.size());
   const int64_t pixels = int64_t{channels} * size * size;
   Dataset split;
@@ -452,14 +441,12 @@ void ApplyLimit(uint32_t limit, Dataset* split) {
 absl::StatusOr<torch::Tensor> ReadIdxImages(const std::string& path) {
   BPNAS_ASSIGN_OR_RETURN(IdxFile idx, OpenIdx(path, kIdxImagesMagic, "images"));
   return GuardTorch(path, [&]() -> absl::StatusOr<torch::Tensor> {
-    torch::Tensor images =
-        torch::empty({idx.shape[0], 1, idx.shape[1], idx.shape[2]}, torch::kFloat);
+    torch::Tensor images = torch::empty({idx.shape[0], 1, idx.shape[1], idx.shape[2]}, torch::kFloat);
     AdviseHugePages(images);
     float* out = images.data_ptr<float>();
-    BPNAS_RETURN_IF_ERROR(ReadIdxPayload(
-        path, idx, [out](const uint8_t* bytes, size_t n, uint64_t offset) {
-          ScaleBytes(bytes, static_cast<int64_t>(n), out + offset);
-        }));
+    BPNAS_RETURN_IF_ERROR(ReadIdxPayload(path, idx, [out](const uint8_t* bytes, size_t n, uint64_t offset) {
+      ScaleBytes(bytes, static_cast<int64_t>(n), out + offset);
+    }));
     return images;
   });
 }
@@ -469,10 +456,9 @@ absl::StatusOr<torch::Tensor> ReadIdxLabels(const std::string& path) {
   return GuardTorch(path, [&]() -> absl::StatusOr<torch::Tensor> {
     torch::Tensor labels = torch::empty({idx.shape[0]}, torch::kInt64);
     int64_t* out = labels.data_ptr<int64_t>();
-    BPNAS_RETURN_IF_ERROR(ReadIdxPayload(
-        path, idx, [out](const uint8_t* bytes, size_t n, uint64_t offset) {
-          for (size_t i = 0; i < n; ++i) out[offset + i] = bytes[i];
-        }));
+    BPNAS_RETURN_IF_ERROR(ReadIdxPayload(path, idx, [out](const uint8_t* bytes, size_t n, uint64_t offset) {
+      for (size_t i = 0; i < n; ++i) out[offset + i] = bytes[i];
+    }));
     return labels;
   });
 }
@@ -491,8 +477,7 @@ absl::StatusOr<DataSplits> LoadMnistFolder(const std::string& dir) {
 absl::StatusOr<DataSplits> LoadCifar10Folder(const std::string& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat(dir, ": no such folder (expected CIFAR-10 binary batches)"));
+    return absl::NotFoundError(absl::StrCat(dir, ": no such folder (expected CIFAR-10 binary batches)"));
   }
   std::vector<std::string> train_paths;
   for (int b = 1; b <= 5; ++b) {
@@ -525,30 +510,26 @@ absl::StatusOr<DataSplits> LoadDataset(const bpnas::v1::DatasetSpec& spec, uint6
   std::string dir = spec.path();
   if (kind == "fashion-mnist" && dir.empty()) dir = kDefaultFashionMnistDir;
   if ((kind == "mnist" || kind == "cifar10") && dir.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dataset.path: required for dataset.kind \"", kind, "\""));
+    return absl::InvalidArgumentError(absl::StrCat("dataset.path: required for dataset.kind \"", kind, "\""));
   }
   if (kind == "fashion-mnist" || kind == "mnist") {
     BPNAS_ASSIGN_OR_RETURN(splits, LoadMnistFolder(dir));
   } else if (kind == "cifar10") {
     BPNAS_ASSIGN_OR_RETURN(splits, LoadCifar10Folder(dir));
   } else if (kind == "synthetic") {
-    if (spec.synthetic_channels() < 1 || spec.synthetic_size() < 1 ||
-        spec.synthetic_classes() < 1) {
+    if (spec.synthetic_channels() < 1 || spec.synthetic_size() < 1 || spec.synthetic_classes() < 1) {
       return absl::InvalidArgumentError(
           "dataset: synthetic_channels, synthetic_size and synthetic_classes must be >= 1 "
           "(normalize the spec first)");
     }
-    BPNAS_ASSIGN_OR_RETURN(
-        splits, GuardTorch("synthetic dataset", [&]() -> absl::StatusOr<DataSplits> {
-          return MakeSynthetic(spec.synthetic_channels(), spec.synthetic_size(),
-                               spec.synthetic_classes(), spec.synthetic_train(),
-                               spec.synthetic_test(), seed);
-        }));
+    BPNAS_ASSIGN_OR_RETURN(splits, GuardTorch("synthetic dataset", [&]() -> absl::StatusOr<DataSplits> {
+                             return MakeSynthetic(spec.synthetic_channels(), spec.synthetic_size(),
+                                                  spec.synthetic_classes(), spec.synthetic_train(),
+                                                  spec.synthetic_test(), seed);
+                           }));
   } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("dataset.kind: unknown kind \"", kind,
-                     "\" (known: fashion-mnist, mnist, cifar10, synthetic)"));
+    return absl::InvalidArgumentError(absl::StrCat("dataset.kind: unknown kind \"", kind,
+                                                   "\" (known: fashion-mnist, mnist, cifar10, synthetic)"));
   }
   return GuardTorch("dataset limits", [&]() -> absl::StatusOr<DataSplits> {
     ApplyLimit(spec.train_limit(), &splits.train);

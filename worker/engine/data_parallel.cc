@@ -80,7 +80,8 @@ torch::Tensor Shard(const torch::Tensor& indices, const RunOptions& options) {
   return indices.slice(0, Rank(options), indices.size(0), world).narrow(0, 0, per_rank);
 }
 
-std::pair<torch::Tensor, torch::Tensor> Batch(const Dataset& data, const torch::Tensor& idx, torch::Device device) {
+std::pair<torch::Tensor, torch::Tensor> Batch(const Dataset& data, const torch::Tensor& idx,
+                                              torch::Device device) {
   return {data.images.index_select(0, idx).to(device), data.labels.index_select(0, idx).to(device)};
 }
 
@@ -95,7 +96,8 @@ double EvaluateAcrossRanks(Supernet& net, const Dataset& data, const RunOptions&
   return PercentAcrossRanks(correct, seen, options);
 }
 
-torch::Tensor CorrectOn(Supernet& net, const Dataset& data, const torch::Tensor& idx, const RunOptions& options) {
+torch::Tensor CorrectOn(Supernet& net, const Dataset& data, const torch::Tensor& idx,
+                        const RunOptions& options) {
   torch::NoGradGuard guard;
   net->eval();
   std::vector<torch::Tensor> parts;
@@ -108,9 +110,9 @@ torch::Tensor CorrectOn(Supernet& net, const Dataset& data, const torch::Tensor&
 }
 
 PairedScore PairedAcrossRanks(const torch::Tensor& a, const torch::Tensor& b, const RunOptions& options) {
-  const auto c = SumAcrossRanks({a.sum().item<double>(), b.sum().item<double>(), (a != b).sum().item<double>(),
-                                 double(a.size(0))},
-                                options);
+  const auto c = SumAcrossRanks(
+      {a.sum().item<double>(), b.sum().item<double>(), (a != b).sum().item<double>(), double(a.size(0))},
+      options);
   const double n = c[3];
   if (n == 0) return {};
   return {100.0 * c[0] / n, 100.0 * c[1] / n, 100.0 * std::sqrt(c[2]) / n};

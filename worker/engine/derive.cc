@@ -181,7 +181,8 @@ absl::Status UniformCheck(Trainer& t) {
     t.derived = u;
     result.set_returned_uniform(true);
     result.set_repaired(!raised.empty());
-    result.set_repair_note(raised.empty() ? "" : absl::StrCat("uniform ", ub, "-bit raised to the band: ", raised));
+    result.set_repair_note(
+        raised.empty() ? "" : absl::StrCat("uniform ", ub, "-bit raised to the band: ", raised));
   }
   t.AddPhaseTime("check", Seconds(t0));
   return absl::OkStatus();

@@ -1,12 +1,12 @@
 #include "worker/engine/quant_ops.h"
 
-#include <ATen/Parallel.h>
-#include <torch/autograd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
 
 namespace bpnas {
 namespace {
@@ -117,7 +117,8 @@ void ActProbGradBlock(const float* x, const float* g, int m, const Levels& lv, d
     float partial[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // 8 independent sums: vectorizes without fast-math
     int e = 0;
     for (; e + 8 <= m; e += 8) {
-      for (int u = 0; u < 8; ++u) partial[u] += g[e + u] * (float(int32_t(std::min(v[e + u], c) * inv + 0.5f)) * s);
+      for (int u = 0; u < 8; ++u)
+        partial[u] += g[e + u] * (float(int32_t(std::min(v[e + u], c) * inv + 0.5f)) * s);
     }
     for (; e < m; ++e) partial[0] += g[e] * (float(int32_t(std::min(v[e], c) * inv + 0.5f)) * s);
     double total = 0;
@@ -173,7 +174,8 @@ void WeightForwardKernel(const float* w, float* out, int64_t n, const Levels& lv
     for (int64_t i = begin; i < end; ++i) {
       float acc = 0.0f;
       for (int j = 0; j < lv.k; ++j) {
-        acc = acc + lv.prob[j] * (std::floor(ClampSym(w[i], lv.clip[j]) * lv.inv_step[j] + 0.5f) * lv.step[j]);
+        acc =
+            acc + lv.prob[j] * (std::floor(ClampSym(w[i], lv.clip[j]) * lv.inv_step[j] + 0.5f) * lv.step[j]);
       }
       out[i] = acc;
     }
@@ -191,7 +193,8 @@ void WeightBackwardKernel(const float* w, const float* g, float* gw, double* gp_
         if (gw != nullptr) gw[i] = g[i] * WeightSteFactor(wi, lv);
         if (gp_chunks == nullptr) continue;
         for (int j = 0; j < lv.k; ++j) {
-          acc[j] += double(g[i]) * (std::floor(ClampSym(wi, lv.clip[j]) * lv.inv_step[j] + 0.5f) * lv.step[j]);
+          acc[j] +=
+              double(g[i]) * (std::floor(ClampSym(wi, lv.clip[j]) * lv.inv_step[j] + 0.5f) * lv.step[j]);
         }
       }
       if (gp_chunks != nullptr) {
@@ -310,8 +313,9 @@ torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs, 
   return MixtureFunction<true>::apply(w, probs, ToInt64(bits), clips);
 }
 
-torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs, const std::vector<int>& bits,
-                                const std::vector<double>& clips, double* input_mean) {
+torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs,
+                                const std::vector<int>& bits, const std::vector<double>& clips,
+                                double* input_mean) {
   auto out = MixtureFunction<false>::apply(x, probs, ToInt64(bits), clips);
   if (input_mean != nullptr) *input_mean = LastInputMean();
   return out;

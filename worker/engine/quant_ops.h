@@ -43,8 +43,8 @@ double DefaultActivationClipK(int bits);
 
 // Fused mixtures (autograd-aware: gradients to x and to probs).
 // `clips` holds one clip per bitwidth.
-torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs,
-                            const std::vector<int>& bits, const std::vector<double>& clips);
+torch::Tensor WeightMixture(const torch::Tensor& w, const torch::Tensor& probs, const std::vector<int>& bits,
+                            const std::vector<double>& clips);
 // If `input_mean` is set, it receives mean(max(x, 0)), computed in the same pass. The mixture
 // includes the ReLU: negative inputs give 0 and no gradient.
 torch::Tensor ActivationMixture(const torch::Tensor& x, const torch::Tensor& probs,

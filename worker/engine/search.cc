@@ -1,13 +1,13 @@
 #include "worker/engine/search.h"
 
-#include <ATen/Context.h>
-#include <ATen/Parallel.h>
-#include <torch/nn/functional.h>
-
 #include <algorithm>
 #include <memory>
 #include <set>
 #include <thread>
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <torch/nn/functional.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -23,7 +23,8 @@ namespace bpnas {
 using bpnas::v1::JobSpec;
 
 void ConfigureTorchForTraining(const JobSpec& s) {
-  const int threads = s.threads() > 0 ? int(s.threads()) : int(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads =
+      s.threads() > 0 ? int(s.threads()) : int(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(threads);
   at::globalContext().setFlushDenormal(true);
 }
@@ -96,7 +97,10 @@ void SetFeasibleStart(Supernet& net, const CostModel& cost, double budget, doubl
   double lo = std::min(wb.front(), ab.front()) - 4.0, hi = std::max(wb.back(), ab.back()) + 4.0;
   for (int it = 0; it < 60; ++it) {  // E[cost] grows with the mean: bisect
     const double mid = 0.5 * (lo + hi);
-    if (apply(mid) > start_ratio) hi = mid; else lo = mid;
+    if (apply(mid) > start_ratio)
+      hi = mid;
+    else
+      lo = mid;
   }
   apply(lo);
 }
@@ -106,8 +110,9 @@ absl::Status TrainWeightsOnly(Supernet& net, const JobSpec& s, const Dataset& tr
   ProgressEvent event;
   event.phase = phase;
   try {
-    TrainWeightsEpochs(net, s, train, torch::arange(train.size(), torch::kLong), int(s.finetune().batch_size()),
-                       s.seed() + 3, epochs, lr, event, Clock::now(), options);
+    TrainWeightsEpochs(net, s, train, torch::arange(train.size(), torch::kLong),
+                       int(s.finetune().batch_size()), s.seed() + 3, epochs, lr, event, Clock::now(),
+                       options);
   } catch (const StopRequested&) {
     return absl::CancelledError("stopped on request");
   } catch (const CollectiveFailed& e) {
@@ -273,8 +278,8 @@ absl::Status RunFinetune(Trainer& t) {
   for (; t.sched.epoch <= t.weights_epochs; ++t.sched.epoch, t.sched.step = 1) {
     event.epoch = t.sched.epoch;
     event.elapsed_seconds = Seconds(t.started);
-    TrainWeightsEpoch(t.net, t.data.train, *t.fsampler, *t.fopt, t.weights_lr, &t.sched.weights_step, total, nullptr,
-                      event, &t.sched, between, t.options);
+    TrainWeightsEpoch(t.net, t.data.train, *t.fsampler, *t.fopt, t.weights_lr, &t.sched.weights_step, total,
+                      nullptr, event, &t.sched, between, t.options);
   }
   t.AddPhaseTime(event.phase, Seconds(t0));
   t.sched.phase = kDone;

@@ -26,11 +26,11 @@
 
 #include "absl/status/statusor.h"
 #include "bpnas/v1/model.pb.h"
+#include "spec/progress.h"
+#include "spec/spec.h"
 #include "worker/engine/data.h"
 #include "worker/engine/derive.h"
 #include "worker/engine/run_options.h"
-#include "spec/progress.h"
-#include "spec/spec.h"
 #include "worker/engine/supernet.h"
 
 namespace bpnas {
@@ -60,7 +60,7 @@ void SetFeasibleStart(Supernet& net, const CostModel& cost, double budget, doubl
 // SGD with the spec's momentum and weight decay, cosine from `lr`. Progress events carry `phase`.
 // CANCELLED if options.should_stop asked it to stop; a failed collective's status.
 absl::Status TrainWeightsOnly(Supernet& net, const bpnas::v1::JobSpec& spec, const Dataset& train, int epochs,
-                      double lr, const std::string& phase, const RunOptions& options);
+                              double lr, const std::string& phase, const RunOptions& options);
 
 }  // namespace bpnas
 

@@ -1,9 +1,9 @@
 #include "worker/engine/supernet.h"
 
+#include <cmath>
+
 #include <torch/nn/functional.h>
 #include <torch/nn/init.h>
-
-#include <cmath>
 
 #include "worker/engine/quant_ops.h"
 
@@ -146,7 +146,8 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
 SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options) : graph_(graph) {
   // torch module names may not contain dots; graph names do ("layer1.0.conv1").
   auto module_name = [](std::string name) {
-    for (char& c : name) if (c == '.') c = '_';
+    for (char& c : name)
+      if (c == '.') c = '_';
     return name;
   };
   std::unordered_map<std::string, int> index_of;
@@ -227,7 +228,8 @@ torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
       case NodeOp::kPadShortcut: {
         using torch::indexing::None;
         using torch::indexing::Slice;
-        auto sub = in(i, 0).index({Slice(), Slice(), Slice(None, None, n.stride), Slice(None, None, n.stride)});
+        auto sub =
+            in(i, 0).index({Slice(), Slice(), Slice(None, None, n.stride), Slice(None, None, n.stride)});
         const int64_t after = n.out_channels - n.in_channels - n.pad_before;
         out[i] = F::pad(sub, F::PadFuncOptions({0, 0, 0, 0, n.pad_before, after}));
         break;
@@ -260,13 +262,18 @@ torch::Tensor SupernetImpl::StackedProbs(torch::Tensor MixedPrecisionLayerImpl::
   return torch::softmax(torch::stack(rows), 1);
 }
 
-torch::Tensor SupernetImpl::StackedWeightProbs() const { return StackedProbs(&MixedPrecisionLayerImpl::alpha); }
+torch::Tensor SupernetImpl::StackedWeightProbs() const {
+  return StackedProbs(&MixedPrecisionLayerImpl::alpha);
+}
 
-torch::Tensor SupernetImpl::StackedActivationProbs() const { return StackedProbs(&MixedPrecisionLayerImpl::beta); }
+torch::Tensor SupernetImpl::StackedActivationProbs() const {
+  return StackedProbs(&MixedPrecisionLayerImpl::beta);
+}
 
 bool SupernetImpl::IsArchitectureParameterName(const std::string& name) {
   auto ends_with = [&](const std::string& suffix) {
-    return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    return name.size() >= suffix.size() &&
+           name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
   return ends_with(".alpha") || ends_with(".beta");
 }

@@ -1,13 +1,13 @@
 #include "worker/engine/trainer.h"
 
-#include <torch/nn/functional.h>
-#include <torch/serialize/input-archive.h>
-#include <torch/serialize/output-archive.h>
-
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <utility>
+
+#include <torch/nn/functional.h>
+#include <torch/serialize/input-archive.h>
+#include <torch/serialize/output-archive.h>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -65,11 +65,12 @@ void BatchSampler::Save(bpnas::v1::SamplerState* state) const {
 absl::Status BatchSampler::Restore(const bpnas::v1::SamplerState& state) {
   const int64_t n = indices_.size(0);
   if (state.permutation_size() != 0 && state.permutation_size() != n) {
-    return absl::DataLossError(absl::StrCat("checkpoint: a sampler's permutation has ", state.permutation_size(),
-                                            " positions, this shard ", n));
+    return absl::DataLossError(absl::StrCat("checkpoint: a sampler's permutation has ",
+                                            state.permutation_size(), " positions, this shard ", n));
   }
   if (state.cursor() < 0 || state.cursor() > n) {
-    return absl::DataLossError(absl::StrCat("checkpoint: a sampler's cursor ", state.cursor(), " is outside 0..", n));
+    return absl::DataLossError(
+        absl::StrCat("checkpoint: a sampler's cursor ", state.cursor(), " is outside 0..", n));
   }
   for (int64_t p : state.permutation()) {
     if (p < 0 || p >= n) return absl::DataLossError("checkpoint: a sampler's permutation is out of range");
@@ -82,7 +83,8 @@ absl::Status BatchSampler::Restore(const bpnas::v1::SamplerState& state) {
     perm_ = torch::Tensor();
     order_ = torch::Tensor();
   } else {
-    perm_ = torch::tensor(std::vector<int64_t>(state.permutation().begin(), state.permutation().end()), torch::kLong);
+    perm_ = torch::tensor(std::vector<int64_t>(state.permutation().begin(), state.permutation().end()),
+                          torch::kLong);
     order_ = indices_.index_select(0, perm_);
   }
   return absl::OkStatus();
@@ -118,10 +120,14 @@ void StopIfAsked(const RunOptions& options) {
 
 const char* PhaseName(int phase, bool uniform_train) {
   switch (phase) {
-    case kWarmup: return "warmup";
-    case kSearch: return "search";
-    case kWeights: return uniform_train ? "train" : "finetune";
-    default: return "evaluate";
+    case kWarmup:
+      return "warmup";
+    case kSearch:
+      return "search";
+    case kWeights:
+      return uniform_train ? "train" : "finetune";
+    default:
+      return "evaluate";
   }
 }
 
@@ -129,7 +135,8 @@ const char* PhaseName(int phase, bool uniform_train) {
 
 void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sampler, torch::optim::SGD& opt,
                        double base_lr, int64_t* global_step, int64_t total_steps, std::mt19937_64* sample_rng,
-                       ProgressEvent ev, Schedule* sched, const BetweenSteps& between, const RunOptions& options) {
+                       ProgressEvent ev, Schedule* sched, const BetweenSteps& between,
+                       const RunOptions& options) {
   net->train();
   const int64_t steps = sampler.BatchesPerEpoch();
   if (!sched->epoch_started) {
@@ -240,8 +247,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobPlan& plan, co
   for (int64_t i = 0; i < t->n_train; ++i) perm[i] = i;
   std::shuffle(perm.begin(), perm.end(), t->rng);
   auto all_idx = torch::tensor(perm);
-  t->n_arch = t->uniform ? 0
-                         : std::max<int64_t>(1, int64_t(std::lround(t->n_train * s.dataset().arch_fraction())));
+  t->n_arch =
+      t->uniform ? 0 : std::max<int64_t>(1, int64_t(std::lround(t->n_train * s.dataset().arch_fraction())));
   t->arch_idx = Shard(all_idx.narrow(0, 0, t->n_arch), options);
   t->weight_idx = Shard(all_idx.narrow(0, t->n_arch, t->n_train - t->n_arch), options);
   t->all_idx = Shard(all_idx, options);
@@ -257,8 +264,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobPlan& plan, co
     t->steps_per_epoch = t->wsampler->BatchesPerEpoch();
     t->total_weight_steps = t->steps_per_epoch * (sp.warmup_epochs() + sp.epochs());
     t->wopt = std::make_unique<torch::optim::SGD>(MakeSgd(t->weight_params, sp.weight_lr(), s));
-    t->aopt = std::make_unique<torch::optim::Adam>(t->arch_params,
-                                                   torch::optim::AdamOptions(sp.arch_lr()).betas({0.5, 0.999}));
+    t->aopt = std::make_unique<torch::optim::Adam>(
+        t->arch_params, torch::optim::AdamOptions(sp.arch_lr()).betas({0.5, 0.999}));
   } else {
     t->sched.phase = kWeights;
   }
@@ -284,7 +291,8 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobPlan& plan, co
     try {
       BPNAS_RETURN_IF_ERROR(t->Restore(options.resume_from));
     } catch (const c10::Error& e) {
-      return absl::DataLossError(absl::StrCat("checkpoint does not fit this job: ", e.what_without_backtrace()));
+      return absl::DataLossError(
+          absl::StrCat("checkpoint does not fit this job: ", e.what_without_backtrace()));
     }
   }
   BroadcastNetwork(t->net, options);
@@ -295,15 +303,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobPlan& plan, co
 
 void Trainer::StartWeightsPhase() {
   const auto& sp = spec.search();
-  fsampler = std::make_unique<BatchSampler>(all_idx, int(uniform_train ? sp.batch_size() : spec.finetune().batch_size()),
-                                            spec.seed() + (uniform_train ? 1 : 3));
+  fsampler = std::make_unique<BatchSampler>(
+      all_idx, int(uniform_train ? sp.batch_size() : spec.finetune().batch_size()),
+      spec.seed() + (uniform_train ? 1 : 3));
   fopt = std::make_unique<torch::optim::SGD>(MakeSgd(weight_params, weights_lr, spec));
 }
 
 void Trainer::BetweenSteps() {
   StopIfAsked(options);
   if (!options.checkpoint) return;
-  const bool by_time = spec.checkpoint_every_seconds() > 0 && Seconds(last_checkpoint_) >= spec.checkpoint_every_seconds();
+  const bool by_time =
+      spec.checkpoint_every_seconds() > 0 && Seconds(last_checkpoint_) >= spec.checkpoint_every_seconds();
   const bool by_steps = spec.checkpoint_every_steps() > 0 &&
                         sched.job_step - last_checkpoint_step_ >= int64_t(spec.checkpoint_every_steps());
   if (!by_time && !by_steps) return;
@@ -337,7 +347,8 @@ std::string Trainer::Save() const {
   if (asampler) asampler->Save(state.mutable_architecture_sampler());
   if (fsampler) fsampler->Save(state.mutable_weights_phase_sampler());
   state.mutable_derived_weight_index()->Add(derived.weight_index.begin(), derived.weight_index.end());
-  state.mutable_derived_activation_index()->Add(derived.activation_index.begin(), derived.activation_index.end());
+  state.mutable_derived_activation_index()->Add(derived.activation_index.begin(),
+                                                derived.activation_index.end());
   *state.mutable_result() = result;
 
   torch::serialize::OutputArchive a;
@@ -363,11 +374,12 @@ absl::Status Trainer::Restore(const std::string& bytes) {
   torch::NoGradGuard guard;
   TrainingState state;
   if (!state.ParseFromString(bytes) || state.format_version() != kTrainingStateFormat) {
-    return absl::DataLossError(absl::StrCat("checkpoint: not a training state of format ", kTrainingStateFormat,
-                                            " (written by another version of bpnas?)"));
+    return absl::DataLossError(absl::StrCat("checkpoint: not a training state of format ",
+                                            kTrainingStateFormat, " (written by another version of bpnas?)"));
   }
   if (state.phase() < kWarmup || state.phase() > kDone || (uniform && state.phase() < kWeights)) {
-    return absl::DataLossError(absl::StrCat("checkpoint: phase ", int(state.phase()), " does not fit this job"));
+    return absl::DataLossError(
+        absl::StrCat("checkpoint: phase ", int(state.phase()), " does not fit this job"));
   }
   torch::serialize::InputArchive a;
   std::istringstream in(state.tensors());

@@ -73,7 +73,8 @@ void SetLearningRate(torch::optim::SGD& opt, double lr);
 // Cosine decay from `base` to 0 over `total` steps.
 double CosineLr(double base, int64_t step, int64_t total);
 // SGD with the spec's momentum and weight decay (Nesterov).
-torch::optim::SGD MakeSgd(const std::vector<torch::Tensor>& params, double lr, const bpnas::v1::JobSpec& spec);
+torch::optim::SGD MakeSgd(const std::vector<torch::Tensor>& params, double lr,
+                          const bpnas::v1::JobSpec& spec);
 
 // Thrown between training steps when RunOptions::should_stop says so; RunJob turns it into
 // CANCELLED.
@@ -96,8 +97,8 @@ struct Schedule {
   bool epoch_started = false;  // the epoch's shuffle is drawn (it is part of the saved sampler)
   int64_t global = 0;          // warm-up + search weight steps so far (their cosine schedule)
   int64_t search_step = 0;
-  int64_t weights_step = 0;    // steps of the fine-tune / uniform schedule so far
-  int64_t job_step = 0;        // every training step of the job so far (keys progress reports)
+  int64_t weights_step = 0;  // steps of the fine-tune / uniform schedule so far
+  int64_t job_step = 0;      // every training step of the job so far (keys progress reports)
 };
 
 // Runs at the top of every training step: stops if asked, checkpoints when one is due.
@@ -108,13 +109,14 @@ using BetweenSteps = std::function<void()>;
 // bitwidth pair (the sampled warm-up) and the layers are unpinned at the end.
 void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sampler, torch::optim::SGD& opt,
                        double base_lr, int64_t* global_step, int64_t total_steps, std::mt19937_64* sample_rng,
-                       ProgressEvent ev, Schedule* sched, const BetweenSteps& between, const RunOptions& options);
+                       ProgressEvent ev, Schedule* sched, const BetweenSteps& between,
+                       const RunOptions& options);
 
 // Trains weights only for `epochs` epochs over `indices` of `train` (SGD, cosine from `lr`, a
 // sampler seeded with `sampler_seed`); no checkpoints. `event` carries the phase to report.
 void TrainWeightsEpochs(Supernet& net, const bpnas::v1::JobSpec& spec, const Dataset& train,
-                        const torch::Tensor& indices, int batch_size, uint64_t sampler_seed, int epochs, double lr,
-                        ProgressEvent event, Clock::time_point since, const RunOptions& options);
+                        const torch::Tensor& indices, int batch_size, uint64_t sampler_seed, int epochs,
+                        double lr, ProgressEvent event, Clock::time_point since, const RunOptions& options);
 
 // One run's state: the network, its splits, samplers and optimizers, where the schedule stands
 // and the result so far. A plain aggregate that the phases (search.cc, derive.cc) read and

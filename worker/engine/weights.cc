@@ -1,9 +1,9 @@
 #include "worker/engine/weights.h"
 
+#include <fstream>
+
 #include <torch/serialize/input-archive.h>
 #include <torch/serialize/output-archive.h>
-
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/status.h"
@@ -30,19 +30,21 @@ absl::Status SaveWeights(const Supernet& net, const std::string& path) {
 }
 
 absl::Status LoadWeights(Supernet& net, const std::string& path) {
-  if (!std::ifstream(path).good()) return absl::NotFoundError(absl::StrCat(path, ": cannot open weights file"));
+  if (!std::ifstream(path).good())
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open weights file"));
   torch::serialize::InputArchive archive;
   try {
     archive.load_from(path);
   } catch (const c10::Error& e) {
-    return absl::DataLossError(absl::StrCat(path, ": not a bpnas weights file: ", e.what_without_backtrace()));
+    return absl::DataLossError(
+        absl::StrCat(path, ": not a bpnas weights file: ", e.what_without_backtrace()));
   }
   torch::NoGradGuard guard;
   auto load = [&](const std::string& name, torch::Tensor& target, bool is_buffer) -> absl::Status {
     torch::Tensor value;
     if (!archive.try_read(name, value, is_buffer)) {
-      return absl::InvalidArgumentError(absl::StrCat(path, ": has no tensor \"", name,
-                                                     "\" (weights of another model?)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": has no tensor \"", name, "\" (weights of another model?)"));
     }
     if (value.sizes() != target.sizes()) {
       return absl::InvalidArgumentError(absl::StrCat(path, ": tensor \"", name, "\" has shape ",
