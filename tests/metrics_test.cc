@@ -443,32 +443,38 @@ TEST(HttpGet, RefusedConnectionIsUnavailable) {
   EXPECT_EQ(body.status().code(), absl::StatusCode::kUnavailable) << body.status();
 }
 
-TEST(HttpGet, SilentServerTimesOut) {
-  // A listening socket that never accepts: the connection completes in the kernel's backlog and
-  // then no reply ever comes.
+// A socket listening on a free loopback port that never accepts by itself; sets *port.
+int ListenOnLoopback(int* port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(fd, 4), 0);
   socklen_t len = sizeof(addr);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
-  absl::StatusOr<std::string> body = HttpGet("127.0.0.1", ntohs(addr.sin_port), "/", 200);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(fd, 4) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    ADD_FAILURE() << "cannot listen on loopback";
+    return -1;
+  }
+  *port = ntohs(addr.sin_port);
+  return fd;
+}
+
+TEST(HttpGet, SilentServerTimesOut) {
+  // A listening socket that never accepts: the connection completes in the kernel's backlog and
+  // then no reply ever comes.
+  int port = 0;
+  const int fd = ListenOnLoopback(&port);
+  ASSERT_GE(fd, 0);
+  absl::StatusOr<std::string> body = HttpGet("127.0.0.1", port, "/", 200);
   EXPECT_EQ(body.status().code(), absl::StatusCode::kDeadlineExceeded) << body.status();
   close(fd);
 }
 
 TEST(HttpGet, ServerThatStallsMidBodyTimesOutAtTheDeadline) {
   // Headers promise 100 bytes; 5 come, then nothing until the server gives up 2.5 s later.
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  ASSERT_EQ(listen(fd, 4), 0);
-  socklen_t len = sizeof(addr);
-  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  int port = 0;
+  const int fd = ListenOnLoopback(&port);
+  ASSERT_GE(fd, 0);
   std::thread server([fd] {
     const int conn = accept(fd, nullptr, nullptr);
     if (conn < 0) return;
@@ -481,7 +487,7 @@ TEST(HttpGet, ServerThatStallsMidBodyTimesOutAtTheDeadline) {
     close(conn);
   });
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::string> body = HttpGet("127.0.0.1", ntohs(addr.sin_port), "/", 300);
+  absl::StatusOr<std::string> body = HttpGet("127.0.0.1", port, "/", 300);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_EQ(body.status().code(), absl::StatusCode::kDeadlineExceeded) << body.status();
   EXPECT_LT(seconds, 2.0);
