@@ -3,15 +3,18 @@
 // LibTorch's OpenMP threads (GNU libgomp) spin for about 300,000 iterations at the end of every
 // parallel region before they sleep. Alone on a machine that is fastest; but two training
 // processes on one machine (two workers of `bpnas up`, a worker beside a CLI search) then burn each
-// other's cores. Measured here on 2 cores (bench/two_process.sh, the search phase of a resnet20
-// search, each process on both cores):
+// other's cores. Measured here on 2 cores (bench/two_process.sh and repeated single runs; the search
+// phase of a short resnet20 search, each process on both cores; single runs vary by about 10%):
 //
-//   spin count               alone     two at once (each)
-//   300000 (the default)     13 s      73-94 s
-//   0 (OMP_WAIT_POLICY=passive) 18-20 s   23-27 s
-//   1000 (what this sets)    13 s      26 s
+//   spin count                       alone (mean of 3)   two at once (each)
+//   300000 (the runtime's default)   14.3 s              70-94 s
+//   10000                            13.9 s              48 s
+//   3000 (what this sets)            14.5 s              32 s
+//   1000                             17.3 s              26 s
+//   0 (OMP_WAIT_POLICY=passive)      18-20 s             23-27 s
 //
-// A short spin keeps the speed of spinning alone and the politeness of sleeping when shared.
+// 3000 keeps the speed of spinning alone (within the noise) and most of the politeness of
+// sleeping when the machine is shared.
 //
 // The OpenMP runtime reads its settings once, in its own initializer, which the dynamic linker runs
 // before main() (and after any pre-initialization function, because the C library's initializer
@@ -30,7 +33,7 @@
 namespace bpnas {
 
 // The spin count set when the user chose none.
-inline constexpr const char* kTrainingOpenMpSpinCount = "1000";
+inline constexpr const char* kTrainingOpenMpSpinCount = "3000";
 
 // If neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set, sets GOMP_SPINCOUNT to
 // kTrainingOpenMpSpinCount and replaces this process by a fresh run of the same executable with the
