@@ -404,14 +404,25 @@ absl::StatusOr<std::pair<int64_t, std::string>> WorkerAgent::FetchCheckpoint(Run
   auto stream = stub_->FetchCheckpoint(&ctx, req);
   bpnas::v1::CheckpointChunk chunk;
   std::pair<int64_t, std::string> out{0, ""};
+  std::string stored_sha256;  // the coordinator's hash of the checkpoint it stored
   bool first = true;
   while (stream->Read(&chunk)) {
-    if (first) out.first = chunk.step();
+    if (first) {
+      out.first = chunk.step();
+      stored_sha256 = chunk.sha256();
+    }
     first = false;
     out.second += chunk.data();
   }
   grpc::Status s = stream->Finish();
   if (!s.ok()) return FromGrpcStatus(s);
+  // A checkpoint damaged on the way is not resumed from: this attempt fails and the next one
+  // fetches it again.
+  if (!stored_sha256.empty() && Sha256Hex(out.second) != stored_sha256) {
+    return absl::DataLossError(absl::StrCat("the checkpoint of step ", out.first, " arrived with sha256 ",
+                                            Sha256Hex(out.second), ", the coordinator stored ",
+                                            stored_sha256));
+  }
   return out;
 }
 
