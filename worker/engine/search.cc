@@ -123,8 +123,10 @@ absl::Status TrainWeightsOnly(Supernet& net, const JobSpec& s, const Dataset& tr
 
 namespace {
 
+// The loss terms summed over the steps since the last report; the ratio and the schedule's t and
+// lambda are the last step's.
 struct StepLosses {
-  double ce = 0, barrier = 0, prob1 = 0, ratio = 0;
+  double ce = 0, barrier = 0, prob1 = 0, ratio = 0, barrier_t = 0, lambda = 0;
 };
 
 // Warm-up: weights only, on sampled bit configurations (DESIGN.md §2, "Schedule").
@@ -204,6 +206,8 @@ int64_t SearchStep(Trainer& t, double progress, StepLosses* acc) {
   acc->barrier += barrier.item<double>();
   acc->prob1 += prob1.item<double>();
   acc->ratio = ratio.item<double>();
+  acc->barrier_t = barrier_t;
+  acc->lambda = lambda;
   return widx.size(0) + aidx.size(0);
 }
 
@@ -238,8 +242,8 @@ void RunSearch(Trainer& t) {
         ev.cross_entropy = acc.ce / double(acc_n);
         ev.barrier = acc.barrier / double(acc_n);
         ev.prob1 = acc.prob1 / double(acc_n);
-        ev.prob1_lambda = Prob1Lambda(progress, sp.prob1_start(), sp.prob1_lambda());
-        ev.barrier_t = BarrierT(progress, sp.barrier_t_start(), sp.barrier_t_end());
+        ev.prob1_lambda = acc.lambda;
+        ev.barrier_t = acc.barrier_t;
         ev.expected_ratio = acc.ratio;
         ev.argmax_ratio = ArgmaxRatio(t.net, t.plan.cost_model, t.budget);
         ev.feasible = acc.ratio <= 1.0;
