@@ -437,6 +437,23 @@ absl::Status Trainer::Restore(const std::string& bytes) {
     }
     PinAll(net, derived);
   }
+  // The position must lie inside the schedule: a checkpoint is uploaded from outside, and a step
+  // far out of range would run the loops for as long as it says.
+  const auto& sp = spec.search();
+  const int64_t phase_epochs = sched.phase == kWarmup   ? sp.warmup_epochs()
+                               : sched.phase == kSearch ? sp.epochs()
+                                                        : weights_epochs;
+  const BatchSampler* sampler = sched.phase >= kWeights ? fsampler.get() : wsampler.get();
+  const int64_t steps = sampler != nullptr ? sampler->BatchesPerEpoch() : 1;
+  if (sched.phase != kDone &&
+      (sched.epoch < 1 || sched.epoch > phase_epochs + 1 || sched.step < 1 || sched.step > steps + 1)) {
+    return absl::DataLossError(absl::StrCat("checkpoint: epoch ", sched.epoch, " step ", sched.step,
+                                            " is outside the schedule of phase ",
+                                            PhaseName(sched.phase, uniform_train)));
+  }
+  if (sched.global < 0 || sched.search_step < 0 || sched.weights_step < 0 || sched.job_step < 0) {
+    return absl::DataLossError("checkpoint: a negative step count");
+  }
   result = state.result();
   return absl::OkStatus();
 }
