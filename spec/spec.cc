@@ -232,6 +232,7 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   if (!f->has_lr()) f->set_lr(0.02);
   if (!f->has_batch_size()) f->set_batch_size(p->batch_size());
   if (!f->has_from_init()) f->set_from_init(false);
+  if (!f->has_per_channel_weights()) f->set_per_channel_weights(false);
   if (f->from_init() && s.init_weights().empty()) {
     return Invalid("finetune.from_init", "needs init_weights (a file written by `bpnas pretrain`)");
   }

@@ -1,16 +1,15 @@
 #include "worker/engine/artifact.h"
 
-#include <fstream>
-#include <sstream>
 #include <unordered_map>
 
 #include <torch/nn/functional.h>
 
 #include "absl/strings/str_cat.h"
-#include "common/sha256.h"
+#include "absl/strings/str_join.h"
+#include "artifact/builder.h"
+#include "artifact/packing.h"
+#include "artifact/validate.h"
 #include "common/status.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "worker/engine/quant_ops.h"
 
 namespace bpnas {
@@ -18,214 +17,107 @@ namespace {
 
 namespace F = torch::nn::functional;
 using bpnas::v1::Node;
+using bpnas::v1::QuantizedConv;
 using bpnas::v1::QuantizedModel;
 
-std::string SerializeDeterministic(const QuantizedModel& model) {
-  std::string out;
-  google::protobuf::io::StringOutputStream stream(&out);
-  google::protobuf::io::CodedOutputStream coded(&stream);
-  coded.SetSerializationDeterministic(true);
-  model.SerializeToCodedStream(&coded);
-  coded.Trim();
-  return out;
-}
-
 std::vector<float> ToVector(const torch::Tensor& t) {
-  auto c = t.detach().to(torch::kFloat).contiguous();
+  auto c = t.detach().to(torch::kCPU).to(torch::kFloat).contiguous();
   return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
 }
 
 }  // namespace
 
-std::string ModelChecksum(const QuantizedModel& model) {
-  QuantizedModel copy = model;
-  copy.clear_checksum();
-  return Sha256Hex(SerializeDeterministic(copy));
-}
-
 absl::StatusOr<QuantizedModel> ExportQuantizedModel(const Supernet& net, const JobPlan& plan,
                                                     const bpnas::v1::SearchResult& result) {
   torch::NoGradGuard guard;
   QuantizedModel m;
-  m.set_format_version(1);
-  const ModelGraph& g = net->graph();
-  m.set_model_name(g.model_name);
-  m.set_input_channels(g.input_channels);
-  m.set_input_height(g.input_height);
-  m.set_input_width(g.input_width);
-  m.set_num_classes(g.num_classes);
+  SetModelHeader(net->graph(), &m);
   *m.mutable_spec() = plan.spec;
   *m.mutable_result() = result;
 
   std::unordered_map<std::string, MixedPrecisionLayer> layer_by_name;
   for (const auto& l : net->layers()) layer_by_name.emplace(l->name(), l);
-
-  for (const GraphNode& n : g.nodes) {
-    Node* out = m.add_nodes();
-    out->set_name(n.name);
-    for (const auto& in : n.inputs) out->add_inputs(in);
-    switch (n.op) {
-      case NodeOp::kConv2d:
-      case NodeOp::kLinear: {
-        out->set_op(n.op == NodeOp::kConv2d ? Node::CONV2D : Node::LINEAR);
-        const MixedPrecisionLayer& l = layer_by_name.at(n.name);
-        if (l->searchable() && !l->pinned()) {
-          return absl::FailedPreconditionError(absl::StrCat("export: layer ", n.name, " is not pinned"));
-        }
-        const int wb = l->searchable() ? l->weight_bits()[l->pinned_weight_index()] : l->weight_bits()[0];
-        const int ab =
-            l->searchable() ? l->activation_bits()[l->pinned_activation_index()] : l->activation_bits()[0];
-        auto* c = out->mutable_conv();
-        c->set_in_channels(n.in_channels);
-        c->set_out_channels(n.out_channels);
-        c->set_kernel(n.kernel);
-        c->set_stride(n.stride);
-        c->set_padding(n.padding);
-        c->set_weight_bits(wb);
-        c->set_activation_bits(ab);
-        c->set_searchable(n.searchable);
-        const double clip_w = l->WeightClipValue(wb);
-        c->set_weight_scale(float(WeightStep(wb, clip_w)));
-        auto codes = WeightCodes(l->weight, wb, clip_w).contiguous();
-        c->set_weight_codes(
-            std::string(reinterpret_cast<const char*>(codes.data_ptr<int8_t>()), codes.numel()));
-        c->set_activation_clip(float(l->ActivationClipValue(ab)));
-        if (l->bias.defined()) {
-          for (float v : ToVector(l->bias)) c->add_bias(v);
-        }
-        break;
-      }
-      case NodeOp::kBatchNorm: {
-        out->set_op(Node::BATCH_NORM);
-        auto bn = net->batch_norm(n.name);
-        const double eps = bn->options.eps();
-        auto scale = bn->weight / torch::sqrt(bn->running_var + eps);
-        auto shift = bn->bias - bn->running_mean * scale;
-        auto* b = out->mutable_batch_norm();
-        for (float v : ToVector(scale)) b->add_scale(v);
-        for (float v : ToVector(shift)) b->add_shift(v);
-        break;
-      }
-      case NodeOp::kRelu:
-        out->set_op(Node::RELU);
-        break;
-      case NodeOp::kAdd:
-        out->set_op(Node::ADD);
-        break;
-      case NodeOp::kPadShortcut: {
-        out->set_op(Node::PAD_SHORTCUT);
-        auto* s = out->mutable_shortcut();
-        s->set_stride(n.stride);
-        s->set_out_channels(n.out_channels);
-        s->set_pad_before(n.pad_before);
-        break;
-      }
-      case NodeOp::kGlobalAvgPool:
-        out->set_op(Node::GLOBAL_AVG_POOL);
-        break;
+  auto fill = [&](const GraphNode& n, const GraphNode* bn_node, QuantizedConv* c) -> absl::Status {
+    const MixedPrecisionLayer& l = layer_by_name.at(n.name);
+    if (l->searchable() && !l->pinned()) {
+      return absl::FailedPreconditionError(absl::StrCat("export: layer ", n.name, " is not pinned"));
     }
-  }
+    const int wb = l->ActiveWeightBits(), ab = l->ActiveActivationBits();
+    torch::Tensor fold, bias;
+    if (bn_node != nullptr) {
+      auto bn = net->batch_norm(bn_node->name);
+      fold = SupernetImpl::FoldScale(bn);
+      bias = SupernetImpl::FoldBias(bn);
+      if (l->bias.defined()) bias = bias + l->bias * fold;
+    } else if (l->bias.defined()) {
+      bias = l->bias;
+    }
+    auto [codes, step] = l->FoldedWeightCodes(fold, wb);
+    const torch::Tensor codes8 = codes.to(torch::kCPU).to(torch::kInt8).contiguous();
+    std::vector<int8_t> code_vec(codes8.data_ptr<int8_t>(), codes8.data_ptr<int8_t>() + codes8.numel());
+    SetWeights(code_vec, wb, ToVector(step), c);
+    SetActivation(ab, l->ActivationClipValue(ab), c);
+    if (bias.defined()) {
+      for (float v : ToVector(bias)) c->add_bias(v);
+    }
+    return absl::OkStatus();
+  };
+  BPNAS_RETURN_IF_ERROR(AppendFoldedNodes(net->graph(), fill, &m));
   m.set_checksum(ModelChecksum(m));
-  return m;
-}
-
-std::string SerializeModel(const QuantizedModel& model) { return SerializeDeterministic(model); }
-
-absl::Status WriteModelFile(const QuantizedModel& model, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return absl::NotFoundError(absl::StrCat(path, ": cannot open for writing"));
-    const std::string bytes = SerializeDeterministic(model);
-    out.write(bytes.data(), std::streamsize(bytes.size()));
-    if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat(path, ": cannot move ", tmp, " into place"));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<QuantizedModel> ReadModelFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open model file"));
-  std::stringstream buf;
-  buf << in.rdbuf();
-  QuantizedModel m;
-  if (!m.ParseFromString(buf.str())) {
-    return absl::DataLossError(absl::StrCat(path, ": not a bpnas model (QuantizedModel does not parse)"));
-  }
-  if (m.format_version() != 1) {
-    return absl::DataLossError(absl::StrCat(path, ": unsupported format_version ", m.format_version()));
-  }
-  const std::string want = ModelChecksum(m);
-  if (m.checksum() != want) {
-    return absl::DataLossError(absl::StrCat(path, ": checksum mismatch (file says ", m.checksum(),
-                                            ", content hashes to ", want, "): the file is corrupt"));
-  }
+  BPNAS_RETURN_IF_ERROR(ValidateModel(m).status());
   return m;
 }
 
 absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, const torch::Tensor& images) {
+  BPNAS_ASSIGN_OR_RETURN(const ModelLayout layout, ValidateModel(model));
+  if (images.dim() != 4 || images.size(1) != layout.input.channels || images.size(2) != layout.input.height ||
+      images.size(3) != layout.input.width) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "images of shape [", absl::StrJoin(images.sizes().vec(), ", "), "] do not fit the model input [N, ",
+        layout.input.channels, ", ", layout.input.height, ", ", layout.input.width, "]"));
+  }
   torch::NoGradGuard guard;
-  std::unordered_map<std::string, torch::Tensor> tensors;
-  tensors["input"] = images;
-  torch::Tensor last;
-  auto input = [&](const Node& n, int k) -> absl::StatusOr<torch::Tensor> {
-    if (k >= n.inputs_size())
-      return absl::InvalidArgumentError(absl::StrCat("node ", n.name(), ": missing input"));
-    auto it = tensors.find(n.inputs(k));
-    if (it == tensors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("node ", n.name(), ": unknown input ", n.inputs(k)));
-    }
-    return it->second;
+  std::vector<torch::Tensor> out(size_t(model.nodes_size()));
+  auto in = [&](int node, int k) -> const torch::Tensor& {
+    const int from = layout.inputs[size_t(node)][size_t(k)];
+    return from < 0 ? images : out[size_t(from)];
   };
-  for (const Node& n : model.nodes()) {
+  for (int i = 0; i < model.nodes_size(); ++i) {
+    const Node& n = model.nodes(i);
+    const torch::Tensor& x = in(i, 0);
     torch::Tensor y;
-    BPNAS_ASSIGN_OR_RETURN(torch::Tensor x, input(n, 0));
     switch (n.op()) {
       case Node::CONV2D:
       case Node::LINEAR: {
-        const auto& c = n.conv();
-        const int64_t kk = n.op() == Node::CONV2D ? int64_t(c.kernel()) * c.kernel() : 1;
+        const QuantizedConv& c = n.conv();
+        const bool conv = n.op() == Node::CONV2D;
+        const int64_t kk = conv ? int64_t(c.kernel()) * c.kernel() : 1;
         const int64_t count = int64_t(c.out_channels()) * c.in_channels() * kk;
-        if (int64_t(c.weight_codes().size()) != count || c.activation_bits() < 1 ||
-            c.activation_bits() > 16) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("node ", n.name(), ": weight codes or bits malformed"));
-        }
-        auto codes = torch::from_blob(const_cast<char*>(c.weight_codes().data()), {count}, torch::kInt8);
-        auto w = codes.to(torch::kFloat).mul(c.weight_scale());
-        const double step = double(c.activation_clip()) / double((1 << c.activation_bits()) - 1);
-        auto xq = torch::floor(x.clamp(0.0, double(c.activation_clip())).mul(float(1.0 / step)).add(0.5f))
-                      .mul(float(step));
+        auto codes = torch::empty({count}, torch::kInt8);
+        BPNAS_RETURN_IF_ERROR(
+            UnpackCodes(c.weight_packed(), int(c.weight_bits()), count, codes.data_ptr<int8_t>()));
+        auto scales = torch::tensor(std::vector<float>(c.weight_scales().begin(), c.weight_scales().end()));
+        auto w = codes.to(torch::kFloat).view({int64_t(c.out_channels()), -1}) *
+                 (scales.numel() == 1 ? scales.view({1, 1}) : scales.view({-1, 1}));
+        const float step = c.activation_scale();
+        const double levels = double((1 << c.activation_bits()) - 1);
+        auto xq = torch::floor(x.mul(1.0f / step).add(0.5f)).clamp(0.0, levels).mul(step);
         torch::Tensor bias;
         if (c.bias_size() > 0) bias = torch::tensor(std::vector<float>(c.bias().begin(), c.bias().end()));
-        if (n.op() == Node::CONV2D) {
+        if (conv) {
           w = w.reshape({c.out_channels(), c.in_channels(), c.kernel(), c.kernel()});
           y = F::conv2d(xq, w, F::Conv2dFuncOptions().stride(c.stride()).padding(c.padding()).bias(bias));
         } else {
-          y = F::linear(xq.flatten(1), w.reshape({c.out_channels(), c.in_channels()}), bias);
+          y = F::linear(xq.flatten(1), w, bias);
         }
-        break;
-      }
-      case Node::BATCH_NORM: {
-        const auto& b = n.batch_norm();
-        auto scale =
-            torch::tensor(std::vector<float>(b.scale().begin(), b.scale().end())).view({1, -1, 1, 1});
-        auto shift =
-            torch::tensor(std::vector<float>(b.shift().begin(), b.shift().end())).view({1, -1, 1, 1});
-        y = x * scale + shift;
         break;
       }
       case Node::RELU:
         y = torch::relu(x);
         break;
-      case Node::ADD: {
-        BPNAS_ASSIGN_OR_RETURN(torch::Tensor x2, input(n, 1));
-        y = x + x2;
+      case Node::ADD:
+        y = x + in(i, 1);
         break;
-      }
       case Node::PAD_SHORTCUT: {
         using torch::indexing::None;
         using torch::indexing::Slice;
@@ -237,16 +129,14 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, con
         break;
       }
       case Node::GLOBAL_AVG_POOL:
-        y = x.mean({2, 3});
+        y = x.mean({2, 3}, /*keepdim=*/true);
         break;
-      default:
-        return absl::InvalidArgumentError(absl::StrCat("node ", n.name(), ": unknown op ", int(n.op())));
+      default:  // ValidateModel admits no other op
+        return absl::InternalError(absl::StrCat("node ", n.name(), ": unknown op"));
     }
-    tensors[n.name()] = y;
-    last = y;
+    out[size_t(i)] = y;
   }
-  if (!last.defined()) return absl::InvalidArgumentError("model has no nodes");
-  return last;
+  return out.back().flatten(1);
 }
 
 absl::StatusOr<double> EvaluateQuantizedModel(const QuantizedModel& model, const Dataset& data,

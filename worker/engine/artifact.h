@@ -1,5 +1,6 @@
-// The model artifact (`.bpq`, proto bpnas.v1.QuantizedModel): export from a trained network,
-// checksummed file I/O, and an interpreter that runs the artifact from the proto alone.
+// The model artifact (`.bpq`, proto bpnas.v1.QuantizedModel, format 2): export from a trained
+// network, and the fake-quantized interpreter that runs the artifact from the proto alone. Reading,
+// writing and validating the file are torch-free (artifact/model_file.h).
 #ifndef BPNAS_WORKER_ENGINE_ARTIFACT_H_
 #define BPNAS_WORKER_ENGINE_ARTIFACT_H_
 
@@ -8,6 +9,7 @@
 #include <torch/types.h>
 
 #include "absl/status/statusor.h"
+#include "artifact/model_file.h"
 #include "bpnas/v1/model.pb.h"
 #include "spec/spec.h"
 #include "worker/engine/data.h"
@@ -15,23 +17,16 @@
 
 namespace bpnas {
 
-// Builds the artifact from a network whose searchable layers are all pinned. Batch norm is stored
-// folded into a per-channel affine (eval mode). Sets the checksum.
+// Builds the artifact from a network whose searchable layers are all pinned: every batch norm after a
+// conv folded into it, weights quantized exactly as the weights phases' folded forward quantizes them
+// (SupernetImpl::SetBatchNormFolding), packed at their bits. Sets the checksum.
 absl::StatusOr<bpnas::v1::QuantizedModel> ExportQuantizedModel(const Supernet& net, const JobPlan& plan,
                                                                const bpnas::v1::SearchResult& result);
 
-// sha256 of the model serialized deterministically with `checksum` cleared.
-std::string ModelChecksum(const bpnas::v1::QuantizedModel& model);
-
-// The bytes of a `.bpq` file: the model serialized deterministically (what WriteModelFile writes).
-std::string SerializeModel(const bpnas::v1::QuantizedModel& model);
-
-absl::Status WriteModelFile(const bpnas::v1::QuantizedModel& model, const std::string& path);
-// NOT_FOUND if unreadable; DATA_LOSS if it does not parse or its checksum does not match.
-absl::StatusOr<bpnas::v1::QuantizedModel> ReadModelFile(const std::string& path);
-
 // Runs the artifact on images [N, C, H, W] in [0, 1]; returns logits [N, classes].
-// Uses only what the proto holds (no Supernet). INVALID_ARGUMENT for a malformed graph.
+// Uses only what the proto holds (no Supernet): float convolutions of the dequantized codes (the
+// fake-quantized semantics of model.proto). INVALID_ARGUMENT for a model ValidateModel refuses or
+// images of another shape.
 absl::StatusOr<torch::Tensor> RunQuantizedModel(const bpnas::v1::QuantizedModel& model,
                                                 const torch::Tensor& images);
 // Accuracy in percent of the artifact on `data`.

@@ -152,6 +152,7 @@ absl::Status UniformCheck(Trainer& t) {
     restore_state();
     if (s.finetune().from_init()) BPNAS_RETURN_IF_ERROR(LoadWeights(net, s.init_weights()));
     PinAll(net, c);
+    net->SetBatchNormFolding(true);  // as the fine-tune trains
     SetRequiresGrad(t.weight_params, true);
     ProgressEvent ev;
     ev.phase = "check";
@@ -164,6 +165,7 @@ absl::Status UniformCheck(Trainer& t) {
   BPNAS_ASSIGN_OR_RETURN(const torch::Tensor correct_derived, score(t.derived));
   BPNAS_ASSIGN_OR_RETURN(const torch::Tensor correct_uniform, score(u));
   restore_state();
+  net->SetBatchNormFolding(false);
   UnpinAll(net);
   const PairedScore check = PairedAcrossRanks(correct_derived, correct_uniform, t.options);
   auto& result = t.result;

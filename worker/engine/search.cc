@@ -50,6 +50,7 @@ QuantOptions QuantOptionsFor(const JobSpec& s) {
   q.fixed_bits = int(s.model().fixed_bits());
   q.clip_weight_k = s.search().has_clip_weight_k() ? s.search().clip_weight_k() : 0.0;
   q.clip_activation_k = s.search().has_clip_activation_k() ? s.search().clip_activation_k() : 0.0;
+  q.per_channel_weights = s.finetune().per_channel_weights();
   return q;
 }
 

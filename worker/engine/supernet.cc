@@ -100,14 +100,33 @@ double MixedPrecisionLayerImpl::WeightClipValue(int bits) const { return WeightC
 
 double MixedPrecisionLayerImpl::ActivationClipValue(int bits) const { return ActivationClips({bits})[0]; }
 
+torch::Tensor MixedPrecisionLayerImpl::QuantizeInput(const torch::Tensor& x, const std::vector<int>& ab,
+                                                     const torch::Tensor& q) {
+  if (is_training() && activation_mean.item<float>() < 0) {
+    torch::NoGradGuard guard;  // first batch: start the running mean at this batch's mean
+    activation_mean.fill_(x.clamp_min(0).mean().item<float>());
+  }
+  const std::vector<double> clip_a = ActivationClips(ab);  // one per branch
+  torch::Tensor xq;
+  double batch_mean = 0;
+  if (options_.fused && x.is_cpu()) {  // the fused kernels are CPU code
+    xq = ActivationMixture(x, q, ab, clip_a, &batch_mean);
+  } else {
+    if (is_training()) batch_mean = x.clamp_min(0).mean().item<double>();
+    xq = ActivationMixtureReference(x, q, ab, clip_a);
+  }
+  if (is_training()) {
+    // Scale-Clip's running mean, updated after use (the clip of this batch is the previous mean).
+    torch::NoGradGuard guard;
+    activation_mean.mul_(1.0 - options_.activation_ema).add_(options_.activation_ema * batch_mean);
+  }
+  return xq;
+}
+
 torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
   if (!options_.quantize) {
     if (is_conv_) return F::conv2d(x, weight, F::Conv2dFuncOptions().stride(stride_).padding(padding_));
     return F::linear(x, weight, bias);
-  }
-  if (is_training() && activation_mean.item<float>() < 0) {
-    torch::NoGradGuard guard;  // first batch: start the running mean at this batch's mean
-    activation_mean.fill_(x.clamp_min(0).mean().item<float>());
   }
   std::vector<int> wb = weight_bits_, ab = activation_bits_;
   torch::Tensor p, q;
@@ -121,25 +140,73 @@ torch::Tensor MixedPrecisionLayerImpl::forward(const torch::Tensor& x) {
     p = WeightProbs();
     q = ActivationProbs();
   }
-  const std::vector<double> clip_w = WeightClips(wb), clip_a = ActivationClips(ab);  // one per branch
-  torch::Tensor xq, wq;
-  double batch_mean = 0;
-  if (options_.fused && x.is_cpu()) {  // the fused kernels are CPU code
-    xq = ActivationMixture(x, q, ab, clip_a, &batch_mean);
-    wq = WeightMixture(weight, p, wb, clip_w);
-  } else {
-    if (is_training()) batch_mean = x.clamp_min(0).mean().item<double>();
-    xq = ActivationMixtureReference(x, q, ab, clip_a);
-    wq = WeightMixtureReference(weight, p, wb, clip_w);
-  }
-  if (is_training()) {
-    // Scale-Clip's running mean, updated after use (the clip of this batch is the previous mean).
-    torch::NoGradGuard guard;
-    activation_mean.mul_(1.0 - options_.activation_ema).add_(options_.activation_ema * batch_mean);
-  }
+  const std::vector<double> clip_w = WeightClips(wb);  // one per branch
+  torch::Tensor xq = QuantizeInput(x, ab, q);
+  torch::Tensor wq = (options_.fused && x.is_cpu()) ? WeightMixture(weight, p, wb, clip_w)
+                                                    : WeightMixtureReference(weight, p, wb, clip_w);
   if (is_conv_) {
     return F::conv2d(xq, wq, F::Conv2dFuncOptions().stride(stride_).padding(padding_));
   }
+  return F::linear(xq, wq, bias);
+}
+
+int MixedPrecisionLayerImpl::ActiveWeightBits() const {
+  TORCH_CHECK(!searchable_ || pinned(), "layer ", name_, " is not pinned");
+  return searchable_ ? weight_bits_[pinned_w_] : weight_bits_[0];
+}
+
+int MixedPrecisionLayerImpl::ActiveActivationBits() const {
+  TORCH_CHECK(!searchable_ || pinned(), "layer ", name_, " is not pinned");
+  return searchable_ ? activation_bits_[pinned_a_] : activation_bits_[0];
+}
+
+torch::Tensor MixedPrecisionLayerImpl::FoldedWeight(const torch::Tensor& fold) const {
+  if (!fold.defined()) return weight;
+  return is_conv_ ? weight * fold.view({-1, 1, 1, 1}) : weight * fold.view({-1, 1});
+}
+
+namespace {
+
+// The clip/step tensor shaped to broadcast over the weight: [out, 1, 1, 1] ([out, 1]) or [1].
+torch::Tensor Broadcastable(const torch::Tensor& per_row, const torch::Tensor& w) {
+  if (per_row.numel() == 1) return per_row.reshape({1});
+  std::vector<int64_t> shape(size_t(w.dim()), 1);
+  shape[0] = -1;
+  return per_row.view(shape);
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> MixedPrecisionLayerImpl::FoldedWeightCodes(const torch::Tensor& fold,
+                                                                                   int bits) const {
+  torch::NoGradGuard guard;
+  const torch::Tensor wf = FoldedWeight(fold);
+  const torch::Tensor mean_abs =
+      options_.per_channel_weights ? wf.abs().flatten(1).mean(1) : wf.abs().mean().reshape({1});
+  const torch::Tensor clip = (mean_abs * WeightK(options_, bits)).clamp_min(1e-8);
+  const torch::Tensor step = clip / double((1 << (bits - 1)) - 1);
+  const torch::Tensor c = Broadcastable(clip, wf), s = Broadcastable(step, wf);
+  const torch::Tensor codes = torch::floor(torch::maximum(torch::minimum(wf, c), -c) / s + 0.5);
+  return {codes, step};
+}
+
+torch::Tensor MixedPrecisionLayerImpl::QuantizeFoldedWeight(const torch::Tensor& fold, int bits) const {
+  auto [codes, step] = FoldedWeightCodes(fold, bits);
+  const torch::Tensor wf = FoldedWeight(fold);
+  torch::Tensor c;
+  {
+    torch::NoGradGuard guard;
+    c = Broadcastable(step * double((1 << (bits - 1)) - 1), wf);
+  }
+  const torch::Tensor clipped = torch::maximum(torch::minimum(wf, c), -c);  // gradient 1 inside only
+  return clipped + (codes * Broadcastable(step, wf) - clipped).detach();
+}
+
+torch::Tensor MixedPrecisionLayerImpl::ForwardFolded(const torch::Tensor& x, const torch::Tensor& fold) {
+  const int ab = ActiveActivationBits(), wb = ActiveWeightBits();
+  torch::Tensor xq = QuantizeInput(x, {ab}, torch::ones({1}, weight.options()));
+  torch::Tensor wq = QuantizeFoldedWeight(fold, wb);
+  if (is_conv_) return F::conv2d(xq, wq, F::Conv2dFuncOptions().stride(stride_).padding(padding_));
   return F::linear(xq, wq, bias);
 }
 
@@ -187,6 +254,16 @@ SupernetImpl::SupernetImpl(const ModelGraph& graph, const QuantOptions& options)
       if (layer) ++layer_readers[in];
     }
   }
+  folded_bn_.assign(graph_.nodes.size(), -1);
+  folded_conv_.assign(graph_.nodes.size(), -1);
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    if (graph_.nodes[i].op != NodeOp::kBatchNorm) continue;
+    const int conv = input_index_[i][0];
+    if (conv >= 0 && graph_.nodes[size_t(conv)].op == NodeOp::kConv2d && readers[size_t(conv)] == 1) {
+      folded_bn_[size_t(conv)] = module_index_[i];
+      folded_conv_[i] = conv;
+    }
+  }
   relu_in_quantizer_.assign(graph_.nodes.size(), false);
   for (size_t i = 0; i < graph_.nodes.size(); ++i) {
     relu_in_quantizer_[i] = options.quantize && graph_.nodes[i].op == NodeOp::kRelu && readers[i] > 0 &&
@@ -203,8 +280,17 @@ torch::nn::BatchNorm2d SupernetImpl::batch_norm(const std::string& node_name) co
   return nullptr;
 }
 
+torch::Tensor SupernetImpl::FoldScale(const torch::nn::BatchNorm2d& bn) {
+  return bn->weight / torch::sqrt(bn->running_var + bn->options.eps());
+}
+
+torch::Tensor SupernetImpl::FoldBias(const torch::nn::BatchNorm2d& bn) {
+  return bn->bias - bn->running_mean * FoldScale(bn);
+}
+
 torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
   std::vector<torch::Tensor> out(graph_.nodes.size());
+  std::vector<torch::Tensor> fold(folding_ ? graph_.nodes.size() : 0);  // per conv: its fold factor
   auto in = [&](size_t node, size_t k) -> const torch::Tensor& {
     const int idx = input_index_[node][k];
     return idx < 0 ? x : out[idx];
@@ -214,11 +300,25 @@ torch::Tensor SupernetImpl::forward(const torch::Tensor& x) {
     switch (n.op) {
       case NodeOp::kConv2d:
       case NodeOp::kLinear:
-        out[i] = layers_[module_index_[i]]->forward(in(i, 0));
+        if (folding_) {
+          if (folded_bn_[i] >= 0) fold[i] = FoldScale(bns_[size_t(folded_bn_[i])]);
+          out[i] = layers_[module_index_[i]]->ForwardFolded(in(i, 0), fold[i]);
+        } else {
+          out[i] = layers_[module_index_[i]]->forward(in(i, 0));
+        }
         break;
-      case NodeOp::kBatchNorm:
-        out[i] = bns_[module_index_[i]]->forward(in(i, 0));
+      case NodeOp::kBatchNorm: {
+        auto& bn = bns_[size_t(module_index_[i])];
+        const int conv = folded_conv_[i];
+        if (!folding_ || conv < 0) {
+          out[i] = bn->forward(in(i, 0));
+        } else if (is_training() && !bn_frozen_) {
+          out[i] = bn->forward(in(i, 0) / fold[size_t(conv)].view({1, -1, 1, 1}));
+        } else {
+          out[i] = in(i, 0) + FoldBias(bn).view({1, -1, 1, 1});
+        }
         break;
+      }
       case NodeOp::kRelu:
         out[i] = relu_in_quantizer_[i] ? in(i, 0) : torch::relu(in(i, 0));
         break;

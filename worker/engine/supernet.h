@@ -34,6 +34,9 @@ struct QuantOptions {
   double activation_ema = 0.1;  // weight of the new batch mean in the running mean
   bool fused = true;            // false: the naive per-branch expressions (bench reference)
   bool quantize = true;         // false: plain FP32 layers (bench baseline)
+  // Weights phases (fine-tune, uniform training, the check's fine-tunes) and export: one weight
+  // scale per output channel instead of one per tensor. The search's mixtures stay per tensor.
+  bool per_channel_weights = false;
 };
 
 class MixedPrecisionLayerImpl : public torch::nn::Module {
@@ -41,6 +44,19 @@ class MixedPrecisionLayerImpl : public torch::nn::Module {
   MixedPrecisionLayerImpl(const GraphNode& node, const QuantOptions& options);
 
   torch::Tensor forward(const torch::Tensor& x);
+  // The weights-phase forward of a pinned (or fixed) layer: the input quantized as in forward(), the
+  // weight multiplied per output channel by `fold` (a folded batch norm's gamma / sigma; undefined:
+  // none) and then quantized by QuantizeFoldedWeight. What the artifact computes, up to rounding.
+  torch::Tensor ForwardFolded(const torch::Tensor& x, const torch::Tensor& fold);
+
+  // Scale-Clip on weight * fold at `bits` (clip k_w(b) * mean|w|, per tensor or per output channel):
+  // the integer codes (float tensor, the weight's shape) and the step ([out] or [1]). No gradient.
+  std::pair<torch::Tensor, torch::Tensor> FoldedWeightCodes(const torch::Tensor& fold, int bits) const;
+  // codes * step with the straight-through gradient (1 inside the clip, 0 outside).
+  torch::Tensor QuantizeFoldedWeight(const torch::Tensor& fold, int bits) const;
+  // The bits a weights phase uses: the pinned pair, or the fixed layer's.
+  int ActiveWeightBits() const;
+  int ActiveActivationBits() const;
 
   bool searchable() const { return searchable_; }
   const std::string& name() const { return name_; }
@@ -70,6 +86,11 @@ class MixedPrecisionLayerImpl : public torch::nn::Module {
   torch::Tensor activation_mean;  // running mean of the input activation (buffer, scalar)
 
  private:
+  // The input quantization of forward() (activation mixture with its running-mean update).
+  torch::Tensor QuantizeInput(const torch::Tensor& x, const std::vector<int>& bits,
+                              const torch::Tensor& probs);
+  torch::Tensor FoldedWeight(const torch::Tensor& fold) const;
+
   std::string name_;
   bool is_conv_;
   int stride_, padding_;
@@ -92,6 +113,20 @@ class SupernetImpl : public torch::nn::Module {
   const std::vector<MixedPrecisionLayer>& searchable_layers() const { return searchable_; }
   // Batch-norm module of a graph node (nullptr if the node is not a batch norm).
   torch::nn::BatchNorm2d batch_norm(const std::string& node_name) const;
+
+  // Batch-norm folding (the standard quantization-aware folding) for the weights phases: each batch
+  // norm that follows a conv is folded into the conv's weight before quantization, so that the
+  // trained integer weights are exactly what the artifact holds. While training and not frozen, the
+  // conv's output is divided back by the fold factor and normalized with the batch's statistics
+  // (which update the running ones); frozen, or in eval mode, the network is the folded one:
+  // conv(x, Q(w * gamma / sigma)) + beta - mu * gamma / sigma. Every searchable layer must be pinned.
+  void SetBatchNormFolding(bool on) { folding_ = on; }
+  bool batch_norm_folding() const { return folding_; }
+  void SetBatchNormFrozen(bool frozen) { bn_frozen_ = frozen; }
+  // gamma / sqrt(running_var + eps) of a batch norm (the per-channel fold factor), and
+  // beta - running_mean * that (the folded bias).
+  static torch::Tensor FoldScale(const torch::nn::BatchNorm2d& bn);
+  static torch::Tensor FoldBias(const torch::nn::BatchNorm2d& bn);
 
   // Architecture logits (alpha, beta of every searchable layer) and everything else.
   std::vector<torch::Tensor> ArchitectureParameters() const;
@@ -116,6 +151,10 @@ class SupernetImpl : public torch::nn::Module {
   // gradient below it, so such a ReLU is the identity there and is skipped (one pass over the
   // activation forward and one backward saved).
   std::vector<bool> relu_in_quantizer_;
+  // Per node: for a conv, the index into bns_ of the batch norm folded into it (-1: none); for that
+  // batch norm, the node index of its conv.
+  std::vector<int> folded_bn_, folded_conv_;
+  bool folding_ = false, bn_frozen_ = false;
 
   // softmax over the stacked `logits` (alpha or beta) of every searchable layer.
   torch::Tensor StackedProbs(torch::Tensor MixedPrecisionLayerImpl::*logits) const;

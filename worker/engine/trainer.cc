@@ -150,6 +150,11 @@ void TrainWeightsEpoch(Supernet& net, const Dataset& train, BatchSampler& sample
   auto layers = net->searchable_layers();
   for (; sched->step <= steps; ++sched->step) {
     between();
+    // Folded batch norms train on batch statistics, then on frozen ones for the last
+    // kFrozenBatchNormShare of the phase: the network the artifact holds.
+    if (net->batch_norm_folding()) {
+      net->SetBatchNormFrozen(double(*global_step) >= (1.0 - kFrozenBatchNormShare) * double(total_steps));
+    }
     if (sample_rng != nullptr) {  // sampled warm-up: every branch gets trained
       for (auto l : layers) {
         std::uniform_int_distribution<int> wi(0, int(l->weight_bits().size()) - 1);
@@ -302,6 +307,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const JobPlan& plan, co
 }
 
 void Trainer::StartWeightsPhase() {
+  net->SetBatchNormFolding(true);
   const auto& sp = spec.search();
   fsampler = std::make_unique<BatchSampler>(
       all_idx, int(uniform_train ? sp.batch_size() : spec.finetune().batch_size()),

@@ -104,6 +104,10 @@ struct Schedule {
 // Runs at the top of every training step: stops if asked, checkpoints when one is due.
 using BetweenSteps = std::function<void()>;
 
+// The share of a weights phase's steps (at its end) that train with frozen batch-norm statistics
+// when batch norm is folded (SupernetImpl::SetBatchNormFolding).
+inline constexpr double kFrozenBatchNormShare = 0.2;
+
 // Trains weights only for the rest of epoch sched->epoch, from step sched->step (warm-up,
 // fine-tune, uniform baseline). With `sample_rng`, every step first pins each layer to a random
 // bitwidth pair (the sampled warm-up) and the layers are unpinned at the end.
