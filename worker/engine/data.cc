@@ -538,8 +538,8 @@ absl::StatusOr<DataSplits> LoadDataset(const bpnas::v1::DatasetSpec& spec, uint6
     if (v > 0) {
       const int64_t n = splits.train.size();
       if (v > n - 2) {
-        return absl::StatusOr<DataSplits>(absl::InvalidArgumentError(
-            absl::StrCat("dataset.validation_count: ", v, " of ", n, " training images leaves too few to train on")));
+        return absl::StatusOr<DataSplits>(absl::InvalidArgumentError(absl::StrCat(
+            "dataset.validation_count: ", v, " of ", n, " training images leaves too few to train on")));
       }
       splits.validation = splits.train;
       splits.validation.images = splits.train.images.narrow(0, n - v, v);
