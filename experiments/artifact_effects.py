@@ -36,6 +36,8 @@ def main():
     p.add_argument("--bits", default="3,4", help="BitOPs budgets as uniform-equivalent bits")
     p.add_argument("--validation", type=int, default=10000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--test-variants", default="tensor,channel",
+                   help="which folded variants step 2 runs on the test set (tensor, channel)")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
 
@@ -82,7 +84,7 @@ def main():
         r = run_cached(a.baseline_bin, spec_for(bits), os.path.join(a.out, name), name)
         rows.append(("effect", bits, "unfolded (before)", r))
         print(f"{name}: test {r['test_accuracy']:.2f}%", flush=True)
-        for pc in (False, True):
+        for pc in [v == "channel" for v in a.test_variants.split(",")]:
             name = f"test-b{bits:g}-folded-{'channel' if pc else 'tensor'}"
             r = run_cached(a.bin, spec_for(bits, pc), os.path.join(a.out, name), name)
             rows.append(("effect", bits, "folded, per channel" if pc else "folded, per tensor", r))
