@@ -3,6 +3,7 @@
 //   bpnas cost   --spec F [--json]             price the model; no training
 //   bpnas search --spec F --out M.bpq [--json]  one search in this process
 //   bpnas eval   M.bpq --data DIR [--json]      accuracy from the artifact alone
+//   bpnas export M.bpq -o M.onnx [--json]       the model as an ONNX QDQ graph (cli/export_command.h)
 //   bpnas up / submit / status / list / watch / cancel / fetch   the service (cli/client_commands.h)
 //
 // Exit codes: 0 success; 2 the input must be fixed (bad spec, missing or corrupt file, infeasible
@@ -24,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "cli/cli_util.h"
 #include "cli/client_commands.h"
+#include "cli/export_command.h"
 #include "cli/progress.h"
 #include "common/memory.h"
 #include "common/openmp_wait.h"
@@ -47,8 +49,12 @@ constexpr char kUsage[] =
     "  cost   --spec FILE [--json]               layer table, min/max/uniform costs, budget, feasibility\n"
     "  search --spec FILE --out MODEL.bpq [--json] [--quiet] [--trace FILE.jsonl]\n"
     "                                            run one search in this process and write the model\n"
-    "  eval   MODEL.bpq --data DIR [--test-limit N] [--json]\n"
-    "                                            accuracy of a model file on a data folder's test split\n"
+    "  eval   MODEL.bpq --data DIR [--test-limit N] [--predictions FILE] [--json]\n"
+    "                                            accuracy of a model file on a data folder's test split;\n"
+    "                                            --predictions writes each test image's class, one a line\n"
+    "  export MODEL.bpq -o MODEL.onnx [--activations] [--float] [--json]\n"
+    "                                            the model as an ONNX QDQ graph (opset 13) for ONNX Runtime\n"
+    "                                            and other runtimes (bpnas export --help)\n"
     "  pretrain --spec FILE --out WEIGHTS.pt [--epochs N] [--lr X] [--json]\n"
     "                                            train the unquantized network (a shared starting point\n"
     "                                            for searches and baselines: spec field init_weights)\n"
@@ -61,7 +67,8 @@ constexpr char kUsage[] =
     "  list [--state S] [--limit N] [--json]     jobs, newest first\n"
     "  watch JOB [--json]                        live progress until the job ends\n"
     "  cancel JOB [--json]                       stop a queued or running job\n"
-    "  fetch JOB -o MODEL.bpq [--json]           download the model (sha256 verified)\n"
+    "  fetch JOB [-o MODEL.bpq] [--onnx MODEL.onnx] [--json]\n"
+    "                                            download the model (sha256 verified), as .bpq and/or ONNX\n"
     "\n"
     "  help                                      this text\n"
     "\n"
@@ -341,8 +348,21 @@ int CmdSearch(int argc, char** argv) {
   return model->result().within_budget() ? 0 : 1;
 }
 
+// One predicted class per test image, one a line, in the data set's order (for comparing runtimes
+// image by image).
+absl::Status WritePredictions(const bpnas::v1::QuantizedModel& model, const Dataset& test,
+                              const std::string& path) {
+  BPNAS_ASSIGN_OR_RETURN(const std::vector<int64_t> classes, PredictQuantizedModel(model, test.images));
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "w"), &std::fclose);
+  if (!f) return absl::InvalidArgumentError(absl::StrCat("--predictions ", path, ": cannot write there"));
+  for (int64_t c : classes) std::fprintf(f.get(), "%lld\n", (long long)c);
+  if (std::fflush(f.get()) != 0)
+    return absl::InvalidArgumentError(absl::StrCat("--predictions ", path, ": write failed"));
+  return absl::OkStatus();
+}
+
 int CmdEval(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"data", "test-limit"}, {"json", "help"});
+  auto args = ParseArgs(argc, argv, 2, {"data", "test-limit", "predictions"}, {"json", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->flags.count("help")) {
     std::fputs(kUsage, stdout);
@@ -369,6 +389,10 @@ int CmdEval(int argc, char** argv) {
   if (!data.ok()) return Fail(data.status());
   auto acc = EvaluateQuantizedModel(*model, data->test);
   if (!acc.ok()) return Fail(acc.status());
+  if (args->options.count("predictions")) {
+    absl::Status w = WritePredictions(*model, data->test, args->options["predictions"]);
+    if (!w.ok()) return Fail(w);
+  }
   if (args->flags.count("json")) {
     std::cout << JsonObject()
                      .String("model", args->positional[0])
@@ -406,6 +430,7 @@ int main(int argc, char** argv) {
   if (cmd == "search") return bpnas::CmdSearch(argc, argv);
   if (cmd == "eval") return bpnas::CmdEval(argc, argv);
   if (cmd == "pretrain") return bpnas::CmdPretrain(argc, argv);
+  if (cmd == "export") return bpnas::CmdExport(argc, argv);
   if (cmd == "submit") return bpnas::CmdSubmit(argc, argv);
   if (cmd == "status") return bpnas::CmdStatus(argc, argv);
   if (cmd == "list") return bpnas::CmdList(argc, argv);

@@ -15,8 +15,10 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "artifact/model_file.h"
 #include "bpnas/v1/service.grpc.pb.h"
 #include "cli/cli_util.h"
+#include "cli/export_command.h"
 #include "cli/progress.h"
 #include "common/grpc_status.h"
 #include "common/sha256.h"
@@ -347,27 +349,34 @@ int CmdCancel(int argc, char** argv) {
 }
 
 int CmdFetch(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, With(kClientOptions, {"o", "out"}), {"json"});
+  auto args = ParseArgs(argc, argv, 2, With(kClientOptions, {"o", "out", "onnx"}), {"json"});
   if (!args.ok()) return Fail(args.status());
   if (args->positional.size() != 1)
     return Fail(absl::InvalidArgumentError("fetch: exactly one JOB id expected"));
+  const std::string job_id = args->positional[0];
   std::string out = args->options.count("o")     ? args->options["o"]
                     : args->options.count("out") ? args->options["out"]
                                                  : "";
-  if (out.empty()) return Fail(absl::InvalidArgumentError("fetch: -o MODEL.bpq is required"));
+  const std::string onnx = args->options.count("onnx") ? args->options["onnx"] : "";
+  if (out.empty() && onnx.empty()) {
+    return Fail(absl::InvalidArgumentError("fetch: -o MODEL.bpq or --onnx MODEL.onnx (or both) is required"));
+  }
   auto c = MakeClient(*args);
   if (!c.ok()) return Fail(c.status());
   const std::string part = out + ".part";
-  std::ofstream f(part, std::ios::binary | std::ios::trunc);
-  if (!f) return Fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": cannot write there")));
+  if (!out.empty()) {
+    // Fail on an unwritable output before the download, not after.
+    std::ofstream probe(part, std::ios::binary | std::ios::trunc);
+    if (!probe) return Fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": cannot write there")));
+  }
   grpc::ClientContext ctx;
   c->Deadline(&ctx, std::max(600.0, c->timeout_seconds));
   bpnas::v1::FetchArtifactRequest req;
-  req.set_job_id(args->positional[0]);
+  req.set_job_id(job_id);
   auto stream = c->stub->FetchArtifact(&ctx, req);
   bpnas::v1::ArtifactChunk chunk;
-  std::string want_sha;
-  int64_t want_bytes = -1, got_bytes = 0;
+  std::string want_sha, bytes;
+  int64_t want_bytes = -1;
   Sha256 hash;
   bool first = true;
   while (stream->Read(&chunk)) {
@@ -377,38 +386,66 @@ int CmdFetch(int argc, char** argv) {
       first = false;
     }
     hash.Update(chunk.data());
-    f.write(chunk.data().data(), std::streamsize(chunk.data().size()));
-    got_bytes += int64_t(chunk.data().size());
+    bytes += chunk.data();
   }
   grpc::Status s = stream->Finish();
-  f.close();
-  if (!s.ok()) {
-    std::remove(part.c_str());
-    return Fail(c->Error(s));
-  }
+  auto fail = [&](const absl::Status& st) {
+    if (!out.empty()) std::remove(part.c_str());
+    return Fail(st);
+  };
+  if (!s.ok()) return fail(c->Error(s));
+  const int64_t got_bytes = int64_t(bytes.size());
   const std::string got_sha = hash.HexDigest();
-  if (!f || got_sha != want_sha || got_bytes != want_bytes) {
-    std::remove(part.c_str());
-    return Fail(absl::DataLossError(absl::StrCat("fetch: the artifact arrived damaged (", got_bytes,
+  if (got_sha != want_sha || got_bytes != want_bytes) {
+    return fail(absl::DataLossError(absl::StrCat("fetch: the artifact arrived damaged (", got_bytes,
                                                  " bytes, sha256 ", got_sha, "; expected ", want_bytes,
                                                  " bytes, sha256 ", want_sha, "); nothing written")));
   }
-  if (std::rename(part.c_str(), out.c_str()) != 0) {
-    std::remove(part.c_str());
-    return Fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": cannot write there")));
+  // The ONNX file needs the model parsed and checked (ParseModel); a model that fails is not
+  // written in either form.
+  bpnas::v1::QuantizedModel model;
+  if (!onnx.empty()) {
+    auto parsed = ParseModel(bytes, absl::StrCat("job ", job_id));
+    if (!parsed.ok()) return fail(parsed.status());
+    model = std::move(*parsed);
+  }
+  if (!out.empty()) {
+    std::ofstream f(part, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+    f.close();
+    if (!f || std::rename(part.c_str(), out.c_str()) != 0) {
+      return fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": cannot write there")));
+    }
+  }
+  int64_t onnx_bytes = 0;
+  if (!onnx.empty()) {
+    auto written = WriteOnnxFile(model, OnnxExportOptions{}, onnx);
+    if (!written.ok()) {
+      const absl::Status& st = written.status();
+      return Fail(st.code() == absl::StatusCode::kInvalidArgument
+                      ? absl::InvalidArgumentError(absl::StrCat("--onnx ", st.message()))
+                      : st);
+    }
+    onnx_bytes = *written;
   }
   if (args->flags.count("json")) {
-    std::printf("%s\n", JsonObject()
-                            .String("job_id", args->positional[0])
-                            .String("path", out)
-                            .Number("bytes", double(got_bytes))
-                            .String("sha256", got_sha)
-                            .Bool("verified", true)
-                            .ToJson(/*single_line=*/true)
-                            .c_str());
+    JsonObject o;
+    o.String("job_id", job_id)
+        .Number("bytes", double(got_bytes))
+        .String("sha256", got_sha)
+        .Bool("verified", true);
+    if (!out.empty()) o.String("path", out);
+    if (!onnx.empty()) o.String("onnx", onnx).Number("onnx_bytes", double(onnx_bytes));
+    std::printf("%s\n", o.ToJson(/*single_line=*/true).c_str());
   } else {
-    std::printf("wrote %s: %lld bytes, sha256 %s (verified)\n", out.c_str(), (long long)got_bytes,
-                got_sha.c_str());
+    if (!out.empty()) {
+      std::printf("wrote %s: %lld bytes, sha256 %s (verified)\n", out.c_str(), (long long)got_bytes,
+                  got_sha.c_str());
+    }
+    if (!onnx.empty()) {
+      std::printf("wrote %s: %lld bytes, ONNX QDQ graph of job %s's model (sha256 %s, verified)\n",
+                  onnx.c_str(), (long long)onnx_bytes, job_id.c_str(), got_sha.c_str());
+    }
   }
   return 0;
 }

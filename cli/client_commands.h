@@ -13,7 +13,7 @@ int CmdStatus(int argc, char** argv);  // bpnas status JOB [--json]
 int CmdList(int argc, char** argv);    // bpnas list [--state S] [--limit N] [--json]
 int CmdWatch(int argc, char** argv);   // bpnas watch JOB [--json]
 int CmdCancel(int argc, char** argv);  // bpnas cancel JOB [--json]
-int CmdFetch(int argc, char** argv);   // bpnas fetch JOB -o MODEL.bpq [--json]
+int CmdFetch(int argc, char** argv);   // bpnas fetch JOB [-o MODEL.bpq] [--onnx MODEL.onnx] [--json]
 int CmdUp(int argc, char** argv);      // bpnas up [--workers N] [--state DIR] [--db DSN] ...
 
 }  // namespace bpnas

@@ -151,6 +151,18 @@ TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
   EXPECT_EQ(int64_t(bytes.size()), job.artifact_bytes());
   EXPECT_EQ(Sha256Hex(bytes), job.artifact_sha256());
 
+  // --onnx alone writes the ONNX export of the same model: the bytes `bpnas export` writes.
+  const std::string fetched_onnx = ::testing::TempDir() + "/e2e_fetched.onnx";
+  const std::string exported_onnx = ::testing::TempDir() + "/e2e_exported.onnx";
+  CliRun fetch_onnx = RunCli("fetch " + id + " --onnx " + fetched_onnx + " --server " + server_);
+  ASSERT_EQ(fetch_onnx.exit_code, 0) << fetch_onnx.all;
+  CliRun exported = RunCli("export " + model + " -o " + exported_onnx);
+  ASSERT_EQ(exported.exit_code, 0) << exported.all;
+  EXPECT_FALSE(ReadFile(fetched_onnx).empty());
+  EXPECT_TRUE(ReadFile(fetched_onnx) == ReadFile(exported_onnx));
+  CliRun neither = RunCli("fetch " + id + " --server " + server_);
+  EXPECT_EQ(neither.exit_code, 2) << neither.all;
+
   // The artifact alone reproduces the accuracy the worker measured.
   CliRun eval = RunCli("eval " + model + " --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.all;

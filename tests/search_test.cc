@@ -306,5 +306,56 @@ TEST(Cli, EvalRejectsACorruptModelFile) {
   EXPECT_NE(r.output.find(path), std::string::npos) << r.output;
 }
 
+TEST(Cli, ExportRefusesABadModelFileNamingIt) {
+  const std::string junk = WriteFile("junk_export.bpq", "definitely not a model");
+  const std::string out = ::testing::TempDir() + "/junk.onnx";
+  CliRun r = Bpnas("export " + junk + " -o " + out);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(junk), std::string::npos) << r.output;
+  EXPECT_FALSE(std::ifstream(out).good()) << "nothing written for a bad model";
+
+  const std::string missing = ::testing::TempDir() + "/no_such_model.bpq";
+  r = Bpnas("export " + missing + " -o " + out);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(missing), std::string::npos) << r.output;
+
+  r = Bpnas("export " + junk);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("-o"), std::string::npos) << r.output;
+}
+
+TEST(Cli, ExportWritesOnnxAndEvalWritesOneClassPerTestImage) {
+  if (!HaveFashionMnist()) GTEST_SKIP() << "Fashion-MNIST not installed";
+  const std::string model = ::testing::TempDir() + "/random_tiny.bpq";
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  auto made = RunSubprocess(BinArgv("bpnas_make_random_model", "--graph tiny --bits 3 -o " + model), options);
+  ASSERT_TRUE(made.ok() && made->exit_code == 0)
+      << (made.ok() ? made->stdout_text : made.status().ToString());
+
+  const std::string onnx = ::testing::TempDir() + "/random_tiny.onnx";
+  CliRun r = Bpnas("export " + model + " -o " + onnx + " --activations --json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"conv2.activation\""), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("\"bits\": 3"), std::string::npos) << r.output;
+  const std::string bytes = ReadFile(onnx);
+  EXPECT_GT(bytes.size(), 1000u);
+  EXPECT_NE(bytes.find("QuantizeLinear"), std::string::npos);
+  r = Bpnas("export " + model + " -o " + onnx + " --activations --float");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+
+  const std::string predictions = ::testing::TempDir() + "/random_tiny.predictions";
+  r = Bpnas("eval " + model + " --data " + kDefaultFashionMnistDir + " --test-limit 37 --predictions " +
+            predictions);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(predictions);
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    ASSERT_TRUE(line.size() == 1 && line[0] >= '0' && line[0] <= '9') << "line " << lines << ": " << line;
+  }
+  EXPECT_EQ(lines, 37);
+}
+
 }  // namespace
 }  // namespace bpnas

@@ -139,6 +139,20 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, con
   return out.back().flatten(1);
 }
 
+absl::StatusOr<std::vector<int64_t>> PredictQuantizedModel(const QuantizedModel& model,
+                                                           const torch::Tensor& images, int batch_size) {
+  if (batch_size < 1) return absl::InvalidArgumentError("batch size must be positive");
+  std::vector<int64_t> predictions;
+  predictions.reserve(size_t(images.size(0)));
+  for (int64_t i = 0; i < images.size(0); i += batch_size) {
+    const int64_t n = std::min<int64_t>(batch_size, images.size(0) - i);
+    BPNAS_ASSIGN_OR_RETURN(torch::Tensor logits, RunQuantizedModel(model, images.narrow(0, i, n)));
+    const torch::Tensor classes = logits.argmax(1).to(torch::kInt64).contiguous();
+    predictions.insert(predictions.end(), classes.data_ptr<int64_t>(), classes.data_ptr<int64_t>() + n);
+  }
+  return predictions;
+}
+
 absl::StatusOr<double> EvaluateQuantizedModel(const QuantizedModel& model, const Dataset& data,
                                               int batch_size) {
   if (data.size() == 0) return absl::InvalidArgumentError("evaluation data is empty");

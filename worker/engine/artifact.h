@@ -5,6 +5,7 @@
 #define BPNAS_WORKER_ENGINE_ARTIFACT_H_
 
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -29,6 +30,10 @@ absl::StatusOr<bpnas::v1::QuantizedModel> ExportQuantizedModel(const Supernet& n
 // images of another shape.
 absl::StatusOr<torch::Tensor> RunQuantizedModel(const bpnas::v1::QuantizedModel& model,
                                                 const torch::Tensor& images);
+// The predicted class (argmax of the logits) of every image [N, C, H, W], in order, computed in
+// batches of `batch_size`. Errors as RunQuantizedModel.
+absl::StatusOr<std::vector<int64_t>> PredictQuantizedModel(const bpnas::v1::QuantizedModel& model,
+                                                           const torch::Tensor& images, int batch_size = 500);
 // Accuracy in percent of the artifact on `data`.
 absl::StatusOr<double> EvaluateQuantizedModel(const bpnas::v1::QuantizedModel& model, const Dataset& data,
                                               int batch_size = 500);
