@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, step 1: install what is missing, build, and run the demo search through the service:
 # `bpnas up` (a private PostgreSQL under out/state, the coordinator and one worker), then submit
-# examples/fashion-mnist.json, watch it, fetch the model and evaluate it from the file alone.
+# examples/fashion-mnist.json, watch it, fetch the model and evaluate it from the file alone (fake-quantized
+# and integer-only), then export it to ONNX and run it with ONNX Runtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
@@ -28,4 +29,9 @@ echo "submitted job $JOB"
 $BPNAS watch "$JOB" --server "$SERVER"
 $BPNAS fetch "$JOB" -o out/fashion-mnist.bpq --server "$SERVER"
 $BPNAS eval out/fashion-mnist.bpq --data /usr/share/datasets/fashion-mnist
+# The integer-only reference (int32 accumulation, dyadic requantization) against the fake-quantized one.
+$BPNAS eval out/fashion-mnist.bpq --integer --data /usr/share/datasets/fashion-mnist
+# The same model as a standard ONNX QDQ graph, run by ONNX Runtime (onnxruntime-node) outside bpnas.
+$BPNAS export out/fashion-mnist.bpq -o out/fashion-mnist.onnx
+node tests/onnx/run_onnx.mjs predict --model out/fashion-mnist.onnx --data /usr/share/datasets/fashion-mnist
 echo "metrics: curl http://$HTTP/metrics   (while 'bpnas up' runs)"
