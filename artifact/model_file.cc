@@ -38,8 +38,9 @@ absl::StatusOr<QuantizedModel> ParseModel(std::string_view bytes, const std::str
   }
   if (m.format_version() == 1) {
     return absl::FailedPreconditionError(absl::StrCat(
-        source, ": format_version 1 (an older bpnas: one byte per weight, float batch norm); this bpnas "
-                "reads format ",
+        source,
+        ": format_version 1 (an older bpnas: one byte per weight, float batch norm); this bpnas "
+        "reads format ",
         kModelFormatVersion, ": run the search again to get a format ", kModelFormatVersion, " model"));
   }
   if (m.format_version() != kModelFormatVersion) {

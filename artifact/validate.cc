@@ -22,10 +22,11 @@ absl::Status Bad(const Node& n, int index, const std::string& what) {
 }
 
 absl::Status CheckShape(const Node& n, int index, const TensorShape& s) {
-  if (s.channels < 1 || s.height < 1 || s.width < 1 || s.channels > kMaxChannels ||
-      s.height > kMaxSpatial || s.width > kMaxSpatial || s.numel() > kMaxTensorElements) {
-    return Bad(n, index,
-               absl::StrCat("output shape ", s.channels, "x", s.height, "x", s.width, " is empty or too large"));
+  if (s.channels < 1 || s.height < 1 || s.width < 1 || s.channels > kMaxChannels || s.height > kMaxSpatial ||
+      s.width > kMaxSpatial || s.numel() > kMaxTensorElements) {
+    return Bad(
+        n, index,
+        absl::StrCat("output shape ", s.channels, "x", s.height, "x", s.width, " is empty or too large"));
   }
   return absl::OkStatus();
 }
@@ -37,7 +38,8 @@ absl::StatusOr<TensorShape> CheckConv(const Node& n, int index, const TensorShap
   const bool linear = n.op() == Node::LINEAR;
   if (c.in_channels() < 1 || c.out_channels() < 1 || c.in_channels() > kMaxChannels * 64 ||
       c.out_channels() > kMaxChannels) {
-    return Bad(n, index, absl::StrCat("channels ", c.in_channels(), " -> ", c.out_channels(), " out of range"));
+    return Bad(n, index,
+               absl::StrCat("channels ", c.in_channels(), " -> ", c.out_channels(), " out of range"));
   }
   TensorShape out;
   if (linear) {
@@ -45,8 +47,9 @@ absl::StatusOr<TensorShape> CheckConv(const Node& n, int index, const TensorShap
       return Bad(n, index, "a linear layer has kernel 1, stride 1 and padding 0");
     }
     if (int64_t(c.in_channels()) != in.numel()) {
-      return Bad(n, index, absl::StrCat("in_channels ", c.in_channels(), " but its input has ", in.numel(),
-                                        " values per image"));
+      return Bad(n, index,
+                 absl::StrCat("in_channels ", c.in_channels(), " but its input has ", in.numel(),
+                              " values per image"));
     }
     out = {int64_t(c.out_channels()), 1, 1};
   } else {
@@ -54,8 +57,9 @@ absl::StatusOr<TensorShape> CheckConv(const Node& n, int index, const TensorShap
     if (c.stride() < 1 || c.stride() > kMaxKernel) return Bad(n, index, absl::StrCat("stride ", c.stride()));
     if (c.padding() > c.kernel()) return Bad(n, index, absl::StrCat("padding ", c.padding(), " > kernel"));
     if (int64_t(c.in_channels()) != in.channels) {
-      return Bad(n, index, absl::StrCat("in_channels ", c.in_channels(), " but its input has ", in.channels,
-                                        " channels"));
+      return Bad(
+          n, index,
+          absl::StrCat("in_channels ", c.in_channels(), " but its input has ", in.channels, " channels"));
     }
     const int64_t h = in.height + 2 * int64_t(c.padding()) - c.kernel();
     const int64_t w = in.width + 2 * int64_t(c.padding()) - c.kernel();
@@ -69,8 +73,9 @@ absl::StatusOr<TensorShape> CheckConv(const Node& n, int index, const TensorShap
     return Bad(n, index, absl::StrCat("activation_bits ", c.activation_bits(), " not in [2, 8]"));
   }
   if (c.weight_scales_size() != 1 && c.weight_scales_size() != int(c.out_channels())) {
-    return Bad(n, index, absl::StrCat(c.weight_scales_size(), " weight_scales; 1 or out_channels (",
-                                      c.out_channels(), ") expected"));
+    return Bad(n, index,
+               absl::StrCat(c.weight_scales_size(), " weight_scales; 1 or out_channels (", c.out_channels(),
+                            ") expected"));
   }
   for (float s : c.weight_scales()) {
     if (!FinitePositive(s)) return Bad(n, index, "a weight scale is not finite and positive");
@@ -100,7 +105,8 @@ absl::StatusOr<TensorShape> CheckConv(const Node& n, int index, const TensorShap
   if (!unpacked.ok()) return Bad(n, index, std::string(unpacked.message()));
   const int qmax = (1 << (c.weight_bits() - 1)) - 1;
   for (int8_t q : codes) {
-    if (q < -qmax) return Bad(n, index, absl::StrCat("weight code ", int(q), " outside [-", qmax, ", ", qmax, "]"));
+    if (q < -qmax)
+      return Bad(n, index, absl::StrCat("weight code ", int(q), " outside [-", qmax, ", ", qmax, "]"));
   }
   return out;
 }
@@ -134,7 +140,8 @@ absl::StatusOr<ModelLayout> ValidateModel(const QuantizedModel& m) {
     if (!FinitePositive(v)) return absl::InvalidArgumentError("input.std must be finite and positive");
   }
   if (m.nodes_size() == 0) return absl::InvalidArgumentError("the model has no nodes");
-  if (m.nodes_size() > kMaxNodes) return absl::InvalidArgumentError(absl::StrCat(m.nodes_size(), " nodes: too many"));
+  if (m.nodes_size() > kMaxNodes)
+    return absl::InvalidArgumentError(absl::StrCat(m.nodes_size(), " nodes: too many"));
 
   std::unordered_map<std::string, int> index_of;
   for (int i = 0; i < m.nodes_size(); ++i) {
@@ -174,7 +181,8 @@ absl::StatusOr<ModelLayout> ValidateModel(const QuantizedModel& m) {
         break;
       case Node::PAD_SHORTCUT: {
         const auto& s = n.shortcut();
-        if (s.stride() < 1 || s.stride() > kMaxKernel) return Bad(n, i, absl::StrCat("shortcut stride ", s.stride()));
+        if (s.stride() < 1 || s.stride() > kMaxKernel)
+          return Bad(n, i, absl::StrCat("shortcut stride ", s.stride()));
         if (int64_t(s.out_channels()) < in[0].channels + int64_t(s.pad_before())) {
           return Bad(n, i, "shortcut out_channels smaller than its input channels plus pad_before");
         }
@@ -195,9 +203,9 @@ absl::StatusOr<ModelLayout> ValidateModel(const QuantizedModel& m) {
   }
   const TensorShape& last = layout.outputs.back();
   if (last.numel() != int64_t(m.num_classes()) || last.height != 1 || last.width != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("the last node gives ", last.channels, "x", last.height, "x",
-                                                   last.width, " values, not num_classes (", m.num_classes(),
-                                                   ") logits"));
+    return absl::InvalidArgumentError(absl::StrCat("the last node gives ", last.channels, "x", last.height,
+                                                   "x", last.width, " values, not num_classes (",
+                                                   m.num_classes(), ") logits"));
   }
   return layout;
 }
