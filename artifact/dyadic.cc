@@ -21,15 +21,16 @@ absl::StatusOr<Dyadic> MakeDyadic(double value) {
   // above, so shift >= 1.
   d.shift = 31 - exponent;
   if (d.shift > kMaxDyadicShift) d.shift = kMaxDyadicShift;
-  d.multiplier = std::llround(std::ldexp(value, d.shift));
-  if (d.multiplier == (int64_t{1} << 31)) {  // rounded up to the next power of two
+  int64_t m = std::llround(std::ldexp(value, d.shift));
+  if (m == (int64_t{1} << 31)) {  // rounded up to the next power of two
     if (d.shift == 1) {
       return absl::OutOfRangeError(
           absl::StrCat("multiplier ", value, " rounds to 2^30: out of the dyadic range"));
     }
-    d.multiplier >>= 1;
+    m >>= 1;
     --d.shift;
   }
+  d.multiplier = int32_t(m);
   return d;
 }
 

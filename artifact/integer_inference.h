@@ -117,6 +117,8 @@ class IntegerModel {
   std::vector<Step> steps_;
   int64_t max_codes_ = 0;       // the largest padded input of a conv, in codes
   int64_t max_patch_rows_ = 0;  // the largest im2col tile, in codes
+  int64_t max_sums_ = 0;        // the largest tile of dot products
+  int64_t max_plane_ = 0;       // the largest input plane of a conv
 };
 
 }  // namespace bpnas
