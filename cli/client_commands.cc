@@ -15,6 +15,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "artifact/model_file.h"
 #include "bpnas/v1/service.grpc.pb.h"
 #include "cli/cli_util.h"
 #include "cli/progress.h"
@@ -355,20 +356,24 @@ int CmdFetch(int argc, char** argv) {
                     : args->options.count("out") ? args->options["out"]
                                                  : "";
   if (out.empty()) return Fail(absl::InvalidArgumentError("fetch: -o MODEL.bpq is required"));
+  const std::string& job = args->positional[0];
   auto c = MakeClient(*args);
   if (!c.ok()) return Fail(c.status());
   const std::string part = out + ".part";
-  std::ofstream f(part, std::ios::binary | std::ios::trunc);
-  if (!f) return Fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": cannot write there")));
+  {
+    // Fail on an unwritable output before the download, not after.
+    std::ofstream probe(part, std::ios::binary | std::ios::trunc);
+    if (!probe) return Fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": cannot write there")));
+  }
+  std::remove(part.c_str());
   grpc::ClientContext ctx;
   c->Deadline(&ctx, std::max(600.0, c->timeout_seconds));
   bpnas::v1::FetchArtifactRequest req;
-  req.set_job_id(args->positional[0]);
+  req.set_job_id(job);
   auto stream = c->stub->FetchArtifact(&ctx, req);
   bpnas::v1::ArtifactChunk chunk;
-  std::string want_sha;
-  int64_t want_bytes = -1, got_bytes = 0;
-  Sha256 hash;
+  std::string want_sha, bytes;
+  int64_t want_bytes = -1;
   bool first = true;
   while (stream->Read(&chunk)) {
     if (first) {
@@ -376,22 +381,32 @@ int CmdFetch(int argc, char** argv) {
       want_bytes = chunk.total_bytes();
       first = false;
     }
-    hash.Update(chunk.data());
-    f.write(chunk.data().data(), std::streamsize(chunk.data().size()));
-    got_bytes += int64_t(chunk.data().size());
+    bytes += chunk.data();
   }
   grpc::Status s = stream->Finish();
-  f.close();
-  if (!s.ok()) {
-    std::remove(part.c_str());
-    return Fail(c->Error(s));
+  if (!s.ok()) return Fail(c->Error(s));
+  const std::string got_sha = Sha256Hex(bytes);
+  const int64_t got_bytes = int64_t(bytes.size());
+  if (got_sha != want_sha || got_bytes != want_bytes) {
+    return Fail(absl::DataLossError(
+        absl::StrCat("fetch: the artifact arrived damaged (", got_bytes, " bytes, sha256 ", got_sha,
+                     "; expected ", want_bytes, " bytes, sha256 ", want_sha, "); nothing written to ", out)));
   }
-  const std::string got_sha = hash.HexDigest();
-  if (!f || got_sha != want_sha || got_bytes != want_bytes) {
-    std::remove(part.c_str());
-    return Fail(absl::DataLossError(absl::StrCat("fetch: the artifact arrived damaged (", got_bytes,
-                                                 " bytes, sha256 ", got_sha, "; expected ", want_bytes,
-                                                 " bytes, sha256 ", want_sha, "); nothing written")));
+  // The bytes arrived as the coordinator stored them; they must also be a model this bpnas reads
+  // (checksum, format, every node consistent) before they become a file anyone runs.
+  auto model = ParseModel(bytes, absl::StrCat("fetch: job ", job, "'s artifact"));
+  if (!model.ok()) {
+    return Fail(absl::Status(model.status().code(),
+                             absl::StrCat(model.status().message(), "; nothing written to ", out)));
+  }
+  {
+    std::ofstream f(part, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+    f.close();
+    if (!f) {
+      std::remove(part.c_str());
+      return Fail(absl::InvalidArgumentError(absl::StrCat("-o ", out, ": write failed")));
+    }
   }
   if (std::rename(part.c_str(), out.c_str()) != 0) {
     std::remove(part.c_str());
@@ -399,16 +414,17 @@ int CmdFetch(int argc, char** argv) {
   }
   if (args->flags.count("json")) {
     std::printf("%s\n", JsonObject()
-                            .String("job_id", args->positional[0])
+                            .String("job_id", job)
                             .String("path", out)
                             .Number("bytes", double(got_bytes))
                             .String("sha256", got_sha)
                             .Bool("verified", true)
+                            .String("model", model->model_name())
                             .ToJson(/*single_line=*/true)
                             .c_str());
   } else {
-    std::printf("wrote %s: %lld bytes, sha256 %s (verified)\n", out.c_str(), (long long)got_bytes,
-                got_sha.c_str());
+    std::printf("wrote %s: %s, %lld bytes, sha256 %s (verified)\n", out.c_str(), model->model_name().c_str(),
+                (long long)got_bytes, got_sha.c_str());
   }
   return 0;
 }
