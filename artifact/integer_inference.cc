@@ -40,8 +40,8 @@ int64_t RequantizedBound(int64_t bound, double m) {
   return b >= 9.0e18 ? std::numeric_limits<int64_t>::max() : int64_t(b);
 }
 
-// A multiplier for values within +-bound: zero when the bound is (every product is 0); M capped
-// at 2^29 for activation codes, where any |v| >= 1 saturates anyway (see the caller).
+// The dyadic multiplier m for values within +-bound (zero where the bound is 0: every product is 0).
+// OUT_OF_RANGE naming the node where m is outside MakeDyadic's range.
 absl::StatusOr<Dyadic> Multiplier(double m, int64_t bound, const Node& n, int index, const char* what) {
   if (bound == 0) return Dyadic{};
   auto d = MakeDyadic(m);

@@ -11,9 +11,12 @@
 // real value is v * S):
 //   input            v = pixel, S = input.pixel_scale.
 //   CONV2D / LINEAR  codes a = clamp(round(v * Ma), 0, 2^b - 1), Ma = S / activation_scale;
-//                    acc[o] = sum a * q (int32) + bias_int[o], bias_int[o] = round(bias[o] / Sacc[o])
-//                    with Sacc[o] = activation_scale * weight_scale[o] (the accumulator's scale);
-//                    out = round(acc[o] * Mo[o]), Mo[o] = Sacc[o] / Sout: every channel to one scale.
+//                    acc[o] = (sum a * q) * 2^g[o] + bias_int[o] (int32), where the accumulator's
+//                    unit U[o] = activation_scale * weight_scale[o] is made 2^g[o] times finer,
+//                    g[o] as large as int32 allows, so that bias_int[o] = round(bias[o] * 2^g[o] /
+//                    U[o]) keeps the bias's precision even at 2 bits, where U is coarse;
+//                    out = round(acc[o] * Mo[o]), Mo[o] = U[o] / 2^g[o] / Sout: every channel to
+//                    one scale.
 //   RELU             max(v, 0).
 //   ADD              round(v1 * S1 / S) + round(v2 * S2 / S) at a common scale S.
 //   PAD_SHORTCUT     strided slice and zero channels, on the integers.
@@ -23,15 +26,16 @@
 //
 // Choice of scales (no overflow, and precision that is not the bottleneck). The build computes,
 // from the weight codes, a bound on every tensor's magnitude that holds for any input: a conv
-// channel's |acc| is at most sum|q| * (2^b - 1) + |bias_int| (its input codes are clamped), which
-// must stay below 2^31 (else OUT_OF_RANGE); an ADD's bound is the sum of its inputs'. A conv's output
-// scale is the power of two at or above R / 2^29, R the largest channel bound in real units, so its
-// int32 values stay within about +-2^29. An ADD keeps the finer of its two input scales when the
-// sum of the bounds fits int32 (exact), else takes the power of two at or above (R1 + R2) / 2^29.
-// Every int32 tensor thus carries 28 to 31 bits over its worst-case range, against the 8 bits at most
-// that the next activation quantizer keeps: a requantization moves a value by half a unit of a scale
-// 2^28 times finer than its bound, far below the float32 rounding of the fake-quantized interpreter.
-// Where the model's scales are powers of two and its biases multiples of Sacc, every multiplier is
+// channel's |acc| is at most sum|q| * (2^b - 1) * 2^g + |bias_int| (its input codes are clamped),
+// which must stay below 2^31 (else OUT_OF_RANGE), and so do the partial sums of its dot products in
+// any order; an ADD's bound is the sum of its inputs'. A conv's output scale is the power of two at
+// or above R / 2^29, R the largest channel bound in real units, so its int32 values stay within
+// about +-2^29. An ADD keeps the finer of its two input scales when the sum of the bounds fits
+// int32 (exact), else takes the power of two at or above (R1 + R2) / 2^29. Every int32 tensor thus
+// carries 28 to 31 bits over its worst-case range, against the 8 bits at most that the next
+// activation quantizer keeps: a requantization moves a value by half a unit of a scale 2^28 times
+// finer than its bound, far below the float32 rounding of the fake-quantized interpreter.
+// Where the model's scales are powers of two and its biases multiples of U, every multiplier is
 // exact and so is the result, as long as no ADD has to coarsen a scale and no pool divides.
 //
 // Not supported: input normalization with a nonzero mean or a std other than 1 (UNIMPLEMENTED; the

@@ -14,6 +14,7 @@
 #include "artifact/model_file.h"
 #include "artifact/validate.h"
 #include "bpnas/v1/model.pb.h"
+#include "google/protobuf/stubs/logging.h"
 
 namespace {
 
@@ -36,6 +37,12 @@ bool SmallEnough(const bpnas::v1::QuantizedModel& m, const bpnas::ModelLayout& l
 }
 
 }  // namespace
+
+// Protobuf logs every string field that is not UTF-8 while it refuses the bytes: noise here.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr);
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
