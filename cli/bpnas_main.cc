@@ -183,6 +183,10 @@ void PrintResult(const bpnas::v1::QuantizedModel& m) {
                   100 * r.cost() / r.budget());
     }
   }
+  if (r.validation_samples() > 0) {
+    std::printf("  validation acc.    %.2f%% (%llu held-out training images)\n", r.validation_accuracy(),
+                (unsigned long long)r.validation_samples());
+  }
   std::printf("  test accuracy      %.2f%%\n", r.test_accuracy());
   std::printf("  layers             w/a bits");
   if (searched) std::printf("   p(weight bits) | p(activation bits)");

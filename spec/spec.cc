@@ -117,6 +117,7 @@ absl::StatusOr<JobSpec> NormalizeSpec(const JobSpec& in) {
   }
   if (!d->has_train_limit()) d->set_train_limit(0);
   if (!d->has_test_limit()) d->set_test_limit(0);
+  if (!d->has_validation_count()) d->set_validation_count(0);
   if (!d->has_arch_fraction()) d->set_arch_fraction(0.2);
   if (!(d->arch_fraction() > 0 && d->arch_fraction() < 0.9)) {
     return Invalid("dataset.arch_fraction", absl::StrCat("must be in (0, 0.9), got ", d->arch_fraction()));

@@ -302,6 +302,81 @@ TEST(Artifact, InterpreterReproducesTheNetworkAndChecksumCatchesCorruption) {
   std::remove(path.c_str());
 }
 
+// The SIZE budget's promise holds in the file: the packed weight payload is the model-size cost / 8,
+// plus at most one byte of padding per layer (each layer's codes end on a byte).
+TEST(Artifact, WeightPayloadIsTheSizeCostInBytes) {
+  for (bool per_channel : {false, true}) {
+    JobPlan plan = Plan("resnet20", "SIZE", 4);
+    plan.spec.mutable_finetune()->set_per_channel_weights(per_channel);
+    Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+    std::vector<int> wbits, abits;
+    int i = 0;
+    for (auto l : net->searchable_layers()) {
+      l->Pin(i % 4, (i + 1) % 4);  // 2, 3, 4 and 8 bits, mixed
+      wbits.push_back(l->weight_bits()[size_t(i % 4)]);
+      abits.push_back(l->activation_bits()[size_t((i + 1) % 4)]);
+      ++i;
+    }
+    auto model = ExportQuantizedModel(net, plan, bpnas::v1::SearchResult());
+    ASSERT_TRUE(model.ok()) << model.status();
+    int64_t payload = 0, layers = 0, expected = 0;
+    for (const auto& n : model->nodes()) {
+      if (n.op() != bpnas::v1::Node::CONV2D && n.op() != bpnas::v1::Node::LINEAR) continue;
+      const auto& c = n.conv();
+      const int64_t count = int64_t(c.out_channels()) * c.in_channels() * c.kernel() * c.kernel();
+      payload += int64_t(c.weight_packed().size());
+      expected += (count * c.weight_bits() + 7) / 8;
+      EXPECT_EQ(c.weight_scales_size(), per_channel ? int(c.out_channels()) : 1) << n.name();
+      ++layers;
+    }
+    const double size_bits = plan.cost_model.Exact(wbits, abits);
+    EXPECT_EQ(payload, expected);
+    EXPECT_GE(double(payload), size_bits / 8.0);
+    EXPECT_LT(double(payload), size_bits / 8.0 + double(layers));
+    // No batch norm survives in the file: every conv of resnet20 carries its folded bias.
+    for (const auto& n : model->nodes()) {
+      if (n.op() == bpnas::v1::Node::CONV2D) EXPECT_EQ(n.conv().bias_size(), int(n.conv().out_channels()));
+    }
+  }
+}
+
+// Folded training is the network the artifact holds: in eval mode the folded forward equals the
+// artifact's output, per tensor and per channel, and per-channel scales differ between channels.
+TEST(Artifact, FoldedNetworkAndArtifactAgreePerChannel) {
+  JobPlan plan = Plan("resnet20", "BITOPS", 4);
+  plan.spec.mutable_finetune()->set_per_channel_weights(true);
+  Supernet net(plan.graph, QuantOptionsFor(plan.spec));
+  for (auto l : net->searchable_layers()) l->Pin(2, 2);
+  net->SetBatchNormFolding(true);
+  torch::manual_seed(3);
+  torch::optim::SGD opt(net->WeightParameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  auto x = torch::rand({16, 1, 16, 16});
+  auto y = torch::randint(0, 4, {16}, torch::kLong);
+  net->train();
+  for (int s = 0; s < 4; ++s) {
+    net->SetBatchNormFrozen(s >= 2);
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+    opt.step();
+  }
+  net->eval();
+  torch::Tensor want;
+  {
+    torch::NoGradGuard g;
+    want = net->forward(x);
+  }
+  auto model = ExportQuantizedModel(net, plan, bpnas::v1::SearchResult());
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto got = RunQuantizedModel(*model, x);
+  ASSERT_TRUE(got.ok()) << got.status();
+  const double scale = 1 + want.abs().max().item<double>();
+  EXPECT_LT((*got - want).abs().mean().item<double>(), 1e-3 * scale);
+  EXPECT_EQ(got->argmax(1).eq(want.argmax(1)).sum().item<int64_t>(), 16);
+  const auto& first = model->nodes(0).conv();
+  ASSERT_GT(first.weight_scales_size(), 1);
+  EXPECT_NE(first.weight_scales(0), first.weight_scales(1));
+}
+
 TEST(Artifact, ExportRefusesUnpinnedSearchableLayers) {
   JobPlan plan = Plan("tiny", "BITOPS", 4);
   Supernet net(plan.graph, QuantOptionsFor(plan.spec));

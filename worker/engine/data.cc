@@ -534,7 +534,20 @@ absl::StatusOr<DataSplits> LoadDataset(const bpnas::v1::DatasetSpec& spec, uint6
   return GuardTorch("dataset limits", [&]() -> absl::StatusOr<DataSplits> {
     ApplyLimit(spec.train_limit(), &splits.train);
     ApplyLimit(spec.test_limit(), &splits.test);
-    return std::move(splits);
+    const int64_t v = spec.validation_count();
+    if (v > 0) {
+      const int64_t n = splits.train.size();
+      if (v > n - 2) {
+        return absl::StatusOr<DataSplits>(absl::InvalidArgumentError(absl::StrCat(
+            "dataset.validation_count: ", v, " of ", n, " training images leaves too few to train on")));
+      }
+      splits.validation = splits.train;
+      splits.validation.images = splits.train.images.narrow(0, n - v, v);
+      splits.validation.labels = splits.train.labels.narrow(0, n - v, v);
+      splits.train.images = splits.train.images.narrow(0, 0, n - v);
+      splits.train.labels = splits.train.labels.narrow(0, 0, n - v);
+    }
+    return absl::StatusOr<DataSplits>(std::move(splits));
   });
 }
 

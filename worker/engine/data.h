@@ -26,6 +26,7 @@ struct Dataset {
 
 struct DataSplits {
   Dataset train;
+  Dataset validation;  // empty unless dataset.validation_count > 0
   Dataset test;
 };
 
@@ -42,7 +43,9 @@ absl::StatusOr<DataSplits> LoadCifar10Folder(const std::string& dir);
 // so a small network can learn it. Deterministic in `seed`.
 DataSplits MakeSynthetic(int channels, int size, int classes, int train, int test, uint64_t seed);
 
-// Loads what a (normalized) DatasetSpec names, applying train_limit / test_limit.
+// Loads what a (normalized) DatasetSpec names, applying train_limit / test_limit, then holding the
+// last validation_count training images out as the validation split (INVALID_ARGUMENT if that
+// leaves fewer than 2 training images).
 absl::StatusOr<DataSplits> LoadDataset(const bpnas::v1::DatasetSpec& spec, uint64_t seed);
 
 }  // namespace bpnas

@@ -294,6 +294,10 @@ absl::Status RunFinetune(Trainer& t) {
 // Test accuracy, the final cost and layer table, the last progress event, and the artifact.
 absl::StatusOr<bpnas::v1::QuantizedModel> EvaluateAndExport(Trainer& t) {
   auto t0 = Clock::now();
+  if (t.data.validation.size() > 0) {
+    t.result.set_validation_accuracy(EvaluateAcrossRanks(t.net, t.data.validation, t.options));
+    t.result.set_validation_samples(uint64_t(t.data.validation.size()));
+  }
   const double accuracy = EvaluateAcrossRanks(t.net, t.data.test, t.options);
   t.AddPhaseTime("evaluate", Seconds(t0));
   auto& result = t.result;
