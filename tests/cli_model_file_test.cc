@@ -202,6 +202,21 @@ TEST(CliModelFile, EvalReadsTheNamedDataSetUnderTheDataRootNeverTheStoredPath) {
   EXPECT_NE(r.output.find(empty + "/mnist"), std::string::npos) << r.output;
 }
 
+TEST(CliModelFile, DataOfAnotherShapeExitsTwoNamingBothShapes) {
+  if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  auto g = BuildModelGraph({.name = "tiny", .input_channels = 3, .input_height = 32, .input_width = 32});
+  ASSERT_TRUE(g.ok());
+  auto m = MakeRandomModel(*g, {.weight_bits = 4, .activation_bits = 4});
+  ASSERT_TRUE(m.ok());
+  const std::string model = Write("rgb32.bpq", Checksummed(*m));
+  for (const char* integer : {"--json", "--integer"}) {
+    CliRun r = Bpnas({"eval", model, "--test-limit", "20", integer}, {{"BPNAS_DATA_ROOT", ""}});
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("1x28x28"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("3x32x32"), std::string::npos) << r.output;
+  }
+}
+
 TEST(CliModelFile, SyntheticDataNeedsNoFolder) {
   auto g = BuildModelGraph({.name = "tiny", .input_height = 8, .input_width = 8, .num_classes = 4});
   ASSERT_TRUE(g.ok());

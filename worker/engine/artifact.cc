@@ -202,11 +202,11 @@ absl::StatusOr<IntegerComparison> CompareIntegerInference(const QuantizedModel& 
   if (batch_size < 1) return absl::InvalidArgumentError("batch size must be >= 1");
   BPNAS_ASSIGN_OR_RETURN(const IntegerModel net, IntegerModel::Build(model));
   const int64_t n = data.size(), classes = net.num_classes();
-  if (data.images.dim() != 4 || data.images.numel() != n * net.input_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("data shape ", data.images.size(1), "x",
-                                                   data.images.size(2), "x", data.images.size(3),
-                                                   " does not match the model input ", model.input_channels(),
-                                                   "x", model.input_height(), "x", model.input_width()));
+  if (data.images.dim() != 4 || data.images.size(0) != n || data.images.size(1) != model.input_channels() ||
+      data.images.size(2) != model.input_height() || data.images.size(3) != model.input_width()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data shape ", absl::StrJoin(data.images.sizes().vec(), "x"), " does not match the model input N x ",
+        model.input_channels(), "x", model.input_height(), "x", model.input_width()));
   }
   std::vector<uint8_t> pixels(size_t(n * net.input_size()));
   torch::Tensor images;
