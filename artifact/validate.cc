@@ -100,6 +100,12 @@ absl::StatusOr<TensorShape> CheckConv(const Node& n, int index, const TensorShap
   const int64_t count =
       int64_t(c.out_channels()) * c.in_channels() * (linear ? 1 : int64_t(c.kernel()) * c.kernel());
   if (count > int64_t(1) << 30) return Bad(n, index, "too many weights");
+  // The length first: a file must not make us allocate for weights it does not hold.
+  if (int64_t(c.weight_packed().size()) != PackedSize(count, int(c.weight_bits()))) {
+    return Bad(n, index,
+               absl::StrCat("weight_packed holds ", c.weight_packed().size(), " bytes; ", count, " codes of ",
+                            c.weight_bits(), " bits take ", PackedSize(count, int(c.weight_bits()))));
+  }
   std::vector<int8_t> codes(static_cast<size_t>(count));
   auto unpacked = UnpackCodes(c.weight_packed(), int(c.weight_bits()), count, codes.data());
   if (!unpacked.ok()) return Bad(n, index, std::string(unpacked.message()));

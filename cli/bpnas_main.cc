@@ -2,7 +2,7 @@
 //
 //   bpnas cost   --spec F [--json]             price the model; no training
 //   bpnas search --spec F --out M.bpq [--json]  one search in this process
-//   bpnas eval   M.bpq --data DIR [--json]      accuracy from the artifact alone
+//   bpnas eval   M.bpq [--data DIR] [--integer] [--json]   accuracy from the artifact alone
 //   bpnas export M.bpq -o M.onnx [--json]       the model as an ONNX QDQ graph (cli/export_command.h)
 //   bpnas up / submit / status / list / watch / cancel / fetch   the service (cli/client_commands.h)
 //
@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -49,8 +50,11 @@ constexpr char kUsage[] =
     "  cost   --spec FILE [--json]               layer table, min/max/uniform costs, budget, feasibility\n"
     "  search --spec FILE --out MODEL.bpq [--json] [--quiet] [--trace FILE.jsonl]\n"
     "                                            run one search in this process and write the model\n"
-    "  eval   MODEL.bpq --data DIR [--test-limit N] [--predictions FILE] [--json]\n"
-    "                                            accuracy of a model file on a data folder's test split;\n"
+    "  eval   MODEL.bpq [--data DIR] [--test-limit N] [--integer] [--predictions FILE] [--json]\n"
+    "                                            accuracy of a model file on a test split: --data DIR,\n"
+    "                                            else the model's named data set under BPNAS_DATA_ROOT\n"
+    "                                            (default /usr/share/datasets/<kind>); --integer: the\n"
+    "                                            integer-only engine beside the fake-quantized one;\n"
     "                                            --predictions writes each test image's class, one a line\n"
     "  export MODEL.bpq -o MODEL.onnx [--activations] [--float] [--json]\n"
     "                                            the model as an ONNX QDQ graph (opset 13) for ONNX Runtime\n"
@@ -361,8 +365,36 @@ absl::Status WritePredictions(const bpnas::v1::QuantizedModel& model, const Data
   return absl::OkStatus();
 }
 
+// The data an eval reads: --data DIR, else the named data set of the model's spec under the data
+// root (BPNAS_DATA_ROOT, default the Debian packages' folder). The path stored in the model is never
+// read: a model file from elsewhere must not choose what this machine reads.
+absl::StatusOr<bpnas::v1::DatasetSpec> EvalDataset(const bpnas::v1::QuantizedModel& model, Args& args) {
+  bpnas::v1::DatasetSpec ds = model.spec().dataset();
+  if (ds.kind().empty()) ds.set_kind("fashion-mnist");
+  ds.clear_path();
+  if (args.options.count("data")) {
+    ds.set_path(args.options["data"]);
+  } else if (ds.kind() != "synthetic") {
+    const char* root = std::getenv("BPNAS_DATA_ROOT");
+    auto dir = NamedDatasetDir(ds.kind(), root != nullptr && *root != '\0' ? root : kDefaultDataRoot);
+    if (!dir.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(args.positional[0], ": ", dir.status().message(), "; pass --data DIR"));
+    }
+    ds.set_path(*dir);
+  }
+  if (args.options.count("test-limit")) {
+    try {
+      ds.set_test_limit(uint32_t(std::stoul(args.options["test-limit"])));
+    } catch (...) {
+      return absl::InvalidArgumentError("--test-limit: not a number");
+    }
+  }
+  return ds;
+}
+
 int CmdEval(int argc, char** argv) {
-  auto args = ParseArgs(argc, argv, 2, {"data", "test-limit", "predictions"}, {"json", "help"});
+  auto args = ParseArgs(argc, argv, 2, {"data", "test-limit", "predictions"}, {"json", "integer", "help"});
   if (!args.ok()) return Fail(args.status());
   if (args->flags.count("help")) {
     std::fputs(kUsage, stdout);
@@ -370,32 +402,56 @@ int CmdEval(int argc, char** argv) {
   }
   if (args->positional.size() != 1)
     return Fail(absl::InvalidArgumentError("eval: exactly one MODEL.bpq expected"));
-  auto model = ReadModelFile(args->positional[0]);
+  const std::string& path = args->positional[0];
+  auto model = ReadModelFile(path);
   if (!model.ok()) return Fail(model.status());
-  bpnas::v1::DatasetSpec ds = model->spec().dataset();
-  if (args->options.count("data")) {
-    ds.set_path(args->options["data"]);
-  } else if (ds.kind() != "synthetic" && ds.path().empty()) {
-    return Fail(absl::InvalidArgumentError("eval: --data DIR is required"));
-  }
-  if (args->options.count("test-limit")) {
-    try {
-      ds.set_test_limit(uint32_t(std::stoul(args->options["test-limit"])));
-    } catch (...) {
-      return Fail(absl::InvalidArgumentError("--test-limit: not a number"));
-    }
-  }
-  auto data = LoadDataset(ds, model->spec().seed());
+  auto ds = EvalDataset(*model, *args);
+  if (!ds.ok()) return Fail(ds.status());
+  auto data = LoadDataset(*ds, model->spec().seed());
   if (!data.ok()) return Fail(data.status());
+  const bool json = args->flags.count("json") > 0;
+  if (args->flags.count("integer")) {
+    auto cmp = CompareIntegerInference(*model, data->test);
+    if (!cmp.ok())
+      return Fail(absl::Status(cmp.status().code(), absl::StrCat(path, ": ", cmp.status().message())));
+    if (json) {
+      std::cout << JsonObject()
+                       .String("model", path)
+                       .String("data", ds->path())
+                       .Number("test_samples", double(cmp->samples))
+                       .Number("integer_accuracy", cmp->integer_accuracy)
+                       .Number("float_accuracy", cmp->float_accuracy)
+                       .Number("accuracy_difference", cmp->integer_accuracy - cmp->float_accuracy)
+                       .Number("top1_agreement", cmp->agreement)
+                       .Number("max_abs_logit_difference", cmp->max_abs_logit_difference)
+                       .Number("logit_scale", cmp->logit_scale)
+                       .Number("integer_seconds", cmp->integer_seconds)
+                       .Number("float_seconds", cmp->float_seconds)
+                       .Number("reported_accuracy", model->result().test_accuracy())
+                       .ToJson();
+    } else {
+      std::printf("model %s: %s, %d layers quantized; data %s\n", path.c_str(), model->model_name().c_str(),
+                  model->result().layers_size(), ds->path().c_str());
+      std::printf("integer-only engine     test accuracy %.2f%% on %lld samples (%.2f s)\n",
+                  cmp->integer_accuracy, (long long)cmp->samples, cmp->integer_seconds);
+      std::printf("fake-quantized floats   test accuracy %.2f%% (%.2f s); search reported %.2f%%\n",
+                  cmp->float_accuracy, cmp->float_seconds, model->result().test_accuracy());
+      std::printf(
+          "top-1 agreement %.2f%%, largest |logit difference| %.4g (one integer logit unit is %.4g)\n",
+          cmp->agreement, cmp->max_abs_logit_difference, cmp->logit_scale);
+    }
+    return 0;
+  }
   auto acc = EvaluateQuantizedModel(*model, data->test);
   if (!acc.ok()) return Fail(acc.status());
   if (args->options.count("predictions")) {
     absl::Status w = WritePredictions(*model, data->test, args->options["predictions"]);
     if (!w.ok()) return Fail(w);
   }
-  if (args->flags.count("json")) {
+  if (json) {
     std::cout << JsonObject()
-                     .String("model", args->positional[0])
+                     .String("model", path)
+                     .String("data", ds->path())
                      .Number("test_samples", double(data->test.size()))
                      .Number("test_accuracy", *acc)
                      .Number("reported_accuracy", model->result().test_accuracy())
@@ -403,8 +459,8 @@ int CmdEval(int argc, char** argv) {
                      .Number("budget", model->result().budget())
                      .ToJson();
   } else {
-    std::printf("model %s: %s, %d layers quantized\n", args->positional[0].c_str(),
-                model->model_name().c_str(), model->result().layers_size());
+    std::printf("model %s: %s, %d layers quantized\n", path.c_str(), model->model_name().c_str(),
+                model->result().layers_size());
     std::printf("test accuracy %.2f%% on %lld samples (search reported %.2f%%)\n", *acc,
                 (long long)data->test.size(), model->result().test_accuracy());
   }

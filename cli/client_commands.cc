@@ -401,14 +401,15 @@ int CmdFetch(int argc, char** argv) {
                                                  " bytes, sha256 ", got_sha, "; expected ", want_bytes,
                                                  " bytes, sha256 ", want_sha, "); nothing written")));
   }
-  // The ONNX file needs the model parsed and checked (ParseModel); a model that fails is not
-  // written in either form.
-  bpnas::v1::QuantizedModel model;
-  if (!onnx.empty()) {
-    auto parsed = ParseModel(bytes, absl::StrCat("job ", job_id));
-    if (!parsed.ok()) return fail(parsed.status());
-    model = std::move(*parsed);
+  // The bytes arrived as the coordinator stored them; they must also be a model this bpnas reads
+  // (checksum, format, every node consistent) before they become a file anyone runs, in either form.
+  auto parsed = ParseModel(bytes, absl::StrCat("fetch: job ", job_id, "'s artifact"));
+  if (!parsed.ok()) {
+    const std::string where = out.empty() ? onnx : out;
+    return fail(absl::Status(parsed.status().code(),
+                             absl::StrCat(parsed.status().message(), "; nothing written to ", where)));
   }
+  const bpnas::v1::QuantizedModel model = std::move(*parsed);
   if (!out.empty()) {
     std::ofstream f(part, std::ios::binary | std::ios::trunc);
     f.write(bytes.data(), std::streamsize(bytes.size()));

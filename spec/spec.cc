@@ -66,6 +66,16 @@ absl::StatusOr<JobSpec> ParseSpecJson(const std::string& json, const std::string
   return spec;
 }
 
+absl::StatusOr<std::string> NamedDatasetDir(const std::string& kind, const std::string& root) {
+  if (kind != "fashion-mnist" && kind != "mnist" && kind != "cifar10") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "dataset.kind \"", kind, "\" is not a named data set (known: fashion-mnist, mnist, cifar10)"));
+  }
+  std::string dir = root.empty() ? "." : root;
+  if (dir.back() != '/') dir += '/';
+  return dir + kind;
+}
+
 absl::StatusOr<JobSpec> LoadSpecFile(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open spec file"));

@@ -17,6 +17,13 @@ namespace bpnas {
 
 // Default folder of the Debian package dataset-fashion-mnist.
 inline constexpr char kDefaultFashionMnistDir[] = "/usr/share/datasets/fashion-mnist";
+// Where the named data sets live, one folder per kind (<root>/fashion-mnist, <root>/mnist,
+// <root>/cifar10): the Debian packages' folder. `bpnas eval` reads BPNAS_DATA_ROOT instead when set.
+inline constexpr char kDefaultDataRoot[] = "/usr/share/datasets";
+
+// The folder of the named data set `kind` under `root`: <root>/<kind>. INVALID_ARGUMENT for a kind
+// that is not a named file data set (synthetic, or unknown: the message lists the known ones).
+absl::StatusOr<std::string> NamedDatasetDir(const std::string& kind, const std::string& root);
 
 // Parses JSON text; unknown fields and wrong types are INVALID_ARGUMENT naming the field.
 absl::StatusOr<bpnas::v1::JobSpec> ParseSpecJson(const std::string& json, const std::string& source_name);

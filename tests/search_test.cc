@@ -1,5 +1,6 @@
 // End-to-end: the `bpnas` binary on real Fashion-MNIST subsets (Debian package
 // dataset-fashion-mnist). Skips if the data folder is missing.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -10,6 +11,7 @@
 
 #include "bpnas/v1/model.pb.h"
 #include "common/subprocess.h"
+#include "google/protobuf/struct.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "spec/spec.h"
 #include "tests/binary_test_util.h"
@@ -86,6 +88,38 @@ TEST(Search, ShortRealSearchIsWithinBudgetWellAboveChanceAndEvalReproducesIt) {
   EXPECT_EQ(result.layers_size(), 18);
   EXPECT_EQ(result.layers(0).weight_probs_size(), 4) << "probabilities at derive are reported";
   EXPECT_NEAR(EvalAccuracy(model), result.test_accuracy(), 0.5);
+}
+
+// The integer-only engine on a trained model, over all 10,000 test images: the requirement of
+// `bpnas eval --integer` (top-1 agreement with the fake-quantized interpreter >= 99.5%, accuracies
+// within 0.1 points).
+TEST(Search, IntegerEngineAgreesWithTheFakeQuantizedInterpreterOnATrainedModel) {
+  if (!HaveFashionMnist()) GTEST_SKIP() << "dataset-fashion-mnist not installed";
+  const std::string spec = WriteFile("integer.json", R"({
+    "model": {"name": "resnet20", "width_multiplier": 0.25},
+    "dataset": {"kind": "fashion-mnist", "train_limit": 3000, "test_limit": 2000},
+    "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 3},
+    "search": {"warmup_epochs": 1, "epochs": 1, "batch_size": 128},
+    "finetune": {"epochs": 1}, "seed": 1
+  })");
+  const std::string model = ::testing::TempDir() + "/integer.bpq";
+  CliRun r = Bpnas("search --spec " + spec + " --out " + model + " --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = Bpnas("eval " + model + " --integer --json --test-limit 10000");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto json = ParseJson<google::protobuf::Struct>(r.output);
+  auto number = [&](const std::string& key) {
+    auto it = json.fields().find(key);
+    EXPECT_NE(it, json.fields().end()) << key << " missing\n" << r.output;
+    return it == json.fields().end() ? -1.0 : it->second.number_value();
+  };
+  EXPECT_EQ(number("test_samples"), 10000);
+  EXPECT_GE(number("top1_agreement"), 99.5) << r.output;
+  EXPECT_LE(std::fabs(number("integer_accuracy") - number("float_accuracy")), 0.1) << r.output;
+  EXPECT_GT(number("integer_accuracy"), 40.0) << "a trained model, well above chance (10%)\n" << r.output;
+  EXPECT_GT(number("logit_scale"), 0);
+  EXPECT_GE(number("max_abs_logit_difference"), 0);
+  std::printf("integer engine on a trained model: %s\n", r.output.c_str());
 }
 
 TEST(Search, SizeBudgetAndUniformBaselineRun) {

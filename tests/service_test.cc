@@ -1,8 +1,11 @@
 // The coordinator's services over real gRPC on loopback, backed by a real PostgreSQL (started by
 // pg_test_env). A "worker" here is the test itself calling WorkerService, so every step of a job's
 // life can be checked without training.
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -12,6 +15,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "artifact/builder.h"
+#include "artifact/model_file.h"
 #include "bpnas/v1/service.grpc.pb.h"
 #include "common/http_server.h"
 #include "common/sha256.h"
@@ -387,6 +392,69 @@ TEST_F(ServiceTest, DamagedArtifactIsRefusedAndTheJobKeepsRunning) {
   while (stream->Read(&chunk)) {
   }
   EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// `bpnas fetch` runs the downloaded bytes through ParseModel before it writes anything: bytes the
+// coordinator stored intact (their sha256 matches) but that are not a consistent model leave no file
+// and exit 2 naming the job, the output and what is wrong; a real model is written.
+TEST_F(ServiceTest, FetchWritesOnlyAModelThatParses) {
+  const std::string bpnas =
+      std::string(std::getenv("BPNAS_BIN_DIR") ? std::getenv("BPNAS_BIN_DIR") : ".") + "/bpnas";
+  if (access(bpnas.c_str(), X_OK) != 0) GTEST_SKIP() << "no bpnas binary (a build without LibTorch)";
+  auto fetch = [&](const std::string& job, const std::string& out) {
+    SubprocessOptions o;
+    o.stdout_to = SubprocessOptions::Output::kCapture;
+    o.stderr_to = SubprocessOptions::Output::kStdout;
+    auto r = RunSubprocess(
+        {bpnas, "fetch", job, "-o", out, "--server", "127.0.0.1:" + std::to_string(c_->coordinator->port())},
+        o, absl::Seconds(60));
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : SubprocessResult{};
+  };
+  auto graph = BuildModelGraph({.name = "tiny"});
+  ASSERT_TRUE(graph.ok());
+  auto model = MakeRandomModel(*graph, {.weight_bits = 4, .activation_bits = 4});
+  ASSERT_TRUE(model.ok());
+  bpnas::v1::QuantizedModel inconsistent = *model;
+  inconsistent.mutable_nodes(0)->mutable_conv()->set_stride(0);
+  inconsistent.set_checksum(ModelChecksum(inconsistent));
+  const std::string good = SerializeModel(*model);
+  struct Case {
+    std::string what, bytes, message;
+  };
+  const Case bad[] = {
+      {"random bytes", "definitely not a model", "not a bpnas model"},
+      {"a truncated model", good.substr(0, good.size() / 2), "not a bpnas model"},
+      {"a flipped checksum", good.substr(0, good.size() - 1) + char(good.back() ^ 1), "checksum mismatch"},
+      {"a checksummed inconsistent model", SerializeModel(inconsistent), "stride 0"},
+  };
+  const std::string dir = ::testing::TempDir();
+  for (const Case& c : bad) {
+    SCOPED_TRACE(c.what);
+    auto sub = Submit(TinySpec(), "fetch-" + c.what);
+    ASSERT_TRUE(sub.ok()) << sub.status();
+    Assignment a = WaitForAssignment(Register());
+    ASSERT_TRUE(Complete(a, c.bytes, Sha256Hex(c.bytes)).ok());
+    const std::string out = dir + "/fetched_bad.bpq";
+    std::remove(out.c_str());
+    SubprocessResult r = fetch(a.job_id(), out);
+    EXPECT_EQ(r.exit_code, 2) << r.stdout_text;
+    EXPECT_NE(r.stdout_text.find("job " + a.job_id()), std::string::npos) << r.stdout_text;
+    EXPECT_NE(r.stdout_text.find("nothing written to " + out), std::string::npos) << r.stdout_text;
+    EXPECT_NE(r.stdout_text.find(c.message), std::string::npos) << r.stdout_text;
+    EXPECT_NE(access(out.c_str(), F_OK), 0) << "no file";
+    EXPECT_NE(access((out + ".part").c_str(), F_OK), 0) << "no partial file";
+  }
+  auto sub = Submit(TinySpec(), "fetch-good");
+  ASSERT_TRUE(sub.ok());
+  Assignment a = WaitForAssignment(Register());
+  ASSERT_TRUE(Complete(a, good, Sha256Hex(good)).ok());
+  const std::string out = dir + "/fetched_good.bpq";
+  SubprocessResult r = fetch(a.job_id(), out);
+  ASSERT_EQ(r.exit_code, 0) << r.stdout_text;
+  auto read = ReadModelFile(out);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->checksum(), model->checksum());
 }
 
 TEST_F(ServiceTest, ACheckpointUploadedWithItsChecksumComesBackWithIt) {

@@ -1,5 +1,7 @@
 #include "worker/engine/artifact.h"
 
+#include <chrono>
+#include <cmath>
 #include <unordered_map>
 
 #include <torch/nn/functional.h>
@@ -7,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "artifact/builder.h"
+#include "artifact/integer_inference.h"
 #include "artifact/packing.h"
 #include "artifact/validate.h"
 #include "common/status.h"
@@ -19,6 +22,32 @@ namespace F = torch::nn::functional;
 using bpnas::v1::Node;
 using bpnas::v1::QuantizedConv;
 using bpnas::v1::QuantizedModel;
+
+// LibTorch reports failures (out of memory above all) as exceptions; they end here as a Status.
+template <typename Fn>
+auto GuardTorch(const char* what, Fn fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+// The index of the first largest of n values.
+template <typename T>
+int64_t ArgMax(const T* v, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i) {
+    if (v[i] > v[best]) best = i;
+  }
+  return best;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 std::vector<float> ToVector(const torch::Tensor& t) {
   auto c = t.detach().to(torch::kCPU).to(torch::kFloat).contiguous();
@@ -68,7 +97,10 @@ absl::StatusOr<QuantizedModel> ExportQuantizedModel(const Supernet& net, const J
   return m;
 }
 
-absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, const torch::Tensor& images) {
+namespace {
+
+absl::StatusOr<torch::Tensor> RunQuantizedModelUnguarded(const QuantizedModel& model,
+                                                         const torch::Tensor& images) {
   BPNAS_ASSIGN_OR_RETURN(const ModelLayout layout, ValidateModel(model));
   if (images.dim() != 4 || images.size(1) != layout.input.channels || images.size(2) != layout.input.height ||
       images.size(3) != layout.input.width) {
@@ -139,6 +171,12 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, con
   return out.back().flatten(1);
 }
 
+}  // namespace
+
+absl::StatusOr<torch::Tensor> RunQuantizedModel(const QuantizedModel& model, const torch::Tensor& images) {
+  return GuardTorch("fake-quantized inference", [&] { return RunQuantizedModelUnguarded(model, images); });
+}
+
 absl::StatusOr<std::vector<int64_t>> PredictQuantizedModel(const QuantizedModel& model,
                                                            const torch::Tensor& images, int batch_size) {
   if (batch_size < 1) return absl::InvalidArgumentError("batch size must be positive");
@@ -170,6 +208,78 @@ absl::StatusOr<double> EvaluateQuantizedModel(const QuantizedModel& model, const
     correct += logits.argmax(1).eq(data.labels.narrow(0, i, n)).sum().item<int64_t>();
   }
   return 100.0 * double(correct) / double(data.size());
+}
+
+absl::StatusOr<IntegerComparison> CompareIntegerInference(const QuantizedModel& model, const Dataset& data,
+                                                          int batch_size, int threads) {
+  if (data.size() == 0) return absl::InvalidArgumentError("evaluation data is empty");
+  if (batch_size < 1) return absl::InvalidArgumentError("batch size must be >= 1");
+  BPNAS_ASSIGN_OR_RETURN(const IntegerModel net, IntegerModel::Build(model));
+  const int64_t n = data.size(), classes = net.num_classes();
+  if (data.images.dim() != 4 || data.images.size(0) != n || data.images.size(1) != model.input_channels() ||
+      data.images.size(2) != model.input_height() || data.images.size(3) != model.input_width()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "data shape ", absl::StrJoin(data.images.sizes().vec(), "x"), " does not match the model input N x ",
+        model.input_channels(), "x", model.input_height(), "x", model.input_width()));
+  }
+  std::vector<uint8_t> pixels(size_t(n * net.input_size()));
+  torch::Tensor images;
+  torch::Tensor labels;
+  BPNAS_RETURN_IF_ERROR(GuardTorch("integer comparison", [&]() -> absl::Status {
+    const torch::Tensor p = data.images.detach().to(torch::kCPU).to(torch::kFloat).contiguous();
+    const float* x = p.data_ptr<float>();
+    for (size_t i = 0; i < pixels.size(); ++i) {
+      const float v = std::nearbyint(std::clamp(x[i], 0.0f, 1.0f) * 255.0f);
+      pixels[i] = uint8_t(v);
+    }
+    images =
+        torch::from_blob(pixels.data(), {n, data.images.size(1), data.images.size(2), data.images.size(3)},
+                         torch::kUInt8)
+            .to(torch::kFloat)
+            .div(255.0f);
+    labels = data.labels.to(torch::kCPU).to(torch::kLong).contiguous();
+    return absl::OkStatus();
+  }));
+
+  IntegerComparison r;
+  r.samples = n;
+  r.logit_scale = net.logit_scale();
+  std::vector<int32_t> int_logits(size_t(n * classes));
+  auto t0 = std::chrono::steady_clock::now();
+  net.Run(pixels.data(), n, int_logits.data(), threads);
+  r.integer_seconds = SecondsSince(t0);
+
+  std::vector<float> float_logits(size_t(n * classes));
+  t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < n; i += batch_size) {
+    const int64_t b = std::min<int64_t>(batch_size, n - i);
+    BPNAS_ASSIGN_OR_RETURN(torch::Tensor logits, RunQuantizedModel(model, images.narrow(0, i, b)));
+    BPNAS_RETURN_IF_ERROR(GuardTorch("fake-quantized inference", [&]() -> absl::Status {
+      const torch::Tensor l = logits.to(torch::kFloat).contiguous();
+      std::copy(l.data_ptr<float>(), l.data_ptr<float>() + b * classes, float_logits.begin() + i * classes);
+      return absl::OkStatus();
+    }));
+  }
+  r.float_seconds = SecondsSince(t0);
+
+  const int64_t* label = labels.data_ptr<int64_t>();
+  int64_t int_correct = 0, float_correct = 0, same = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t* li = int_logits.data() + i * classes;
+    const float* lf = float_logits.data() + i * classes;
+    const int64_t ci = ArgMax(li, classes), cf = ArgMax(lf, classes);
+    int_correct += ci == label[i];
+    float_correct += cf == label[i];
+    same += ci == cf;
+    for (int64_t k = 0; k < classes; ++k) {
+      r.max_abs_logit_difference =
+          std::max(r.max_abs_logit_difference, std::fabs(double(li[k]) * r.logit_scale - double(lf[k])));
+    }
+  }
+  r.integer_accuracy = 100.0 * double(int_correct) / double(n);
+  r.float_accuracy = 100.0 * double(float_correct) / double(n);
+  r.agreement = 100.0 * double(same) / double(n);
+  return r;
 }
 
 }  // namespace bpnas

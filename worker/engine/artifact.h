@@ -38,6 +38,25 @@ absl::StatusOr<std::vector<int64_t>> PredictQuantizedModel(const bpnas::v1::Quan
 absl::StatusOr<double> EvaluateQuantizedModel(const bpnas::v1::QuantizedModel& model, const Dataset& data,
                                               int batch_size = 500);
 
+// The integer-only engine (artifact/integer_inference.h) beside the fake-quantized interpreter on
+// the same images: both see the images as 8-bit pixels, round(255 x) (what the built-in data sets
+// hold exactly).
+struct IntegerComparison {
+  int64_t samples = 0;
+  double integer_accuracy = 0;          // percent
+  double float_accuracy = 0;            // percent, the fake-quantized interpreter
+  double agreement = 0;                 // percent of images whose top-1 class is the same in both
+  double max_abs_logit_difference = 0;  // over every logit of every image, in real units
+  double logit_scale = 0;               // of the integer logits
+  double integer_seconds = 0;           // wall time of the integer engine over all images
+  double float_seconds = 0;
+};
+// Runs both engines on all of `data`; `threads` for the integer engine (0: every core). Errors as
+// IntegerModel::Build (UNIMPLEMENTED for input normalization) and RunQuantizedModel.
+absl::StatusOr<IntegerComparison> CompareIntegerInference(const bpnas::v1::QuantizedModel& model,
+                                                          const Dataset& data, int batch_size = 500,
+                                                          int threads = 0);
+
 }  // namespace bpnas
 
 #endif  // BPNAS_WORKER_ENGINE_ARTIFACT_H_
