@@ -14,6 +14,7 @@
 #include "artifact/validate.h"
 #include "common/status.h"
 #include "worker/engine/quant_ops.h"
+#include "worker/engine/torch_guard.h"
 
 namespace bpnas {
 namespace {
@@ -22,18 +23,6 @@ namespace F = torch::nn::functional;
 using bpnas::v1::Node;
 using bpnas::v1::QuantizedConv;
 using bpnas::v1::QuantizedModel;
-
-// LibTorch reports failures (out of memory above all) as exceptions; they end here as a Status.
-template <typename Fn>
-auto GuardTorch(const char* what, Fn fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
-  }
-}
 
 // The index of the first largest of n values.
 template <typename T>

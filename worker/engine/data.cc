@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status.h"
 #include "spec/spec.h"
+#include "worker/engine/torch_guard.h"
 
 namespace bpnas {
 namespace {
@@ -230,18 +231,6 @@ absl::Status ReadIdxPayload(const std::string& path, IdxFile& idx,
         SizeMismatch(path, idx.header_size + idx.payload_size, idx.header_size + idx.payload_size + rest));
   }
   return absl::OkStatus();
-}
-
-// Turns anything LibTorch throws while allocating into a Status rather than letting it escape.
-template <typename Fn>
-auto GuardTorch(const std::string& what, Fn fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError(absl::StrCat(what, ": out of memory"));
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
-  }
 }
 
 // Picks `dir`/`name` or `dir`/`name`.gz, whichever exists (the raw file when both do).
