@@ -8,6 +8,7 @@
 #include <iterator>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -42,6 +43,32 @@ inline std::unique_ptr<Subprocess> StartBin(const std::vector<std::string>& argv
   absl::StatusOr<std::unique_ptr<Subprocess>> started = Subprocess::Start(argv, options);
   EXPECT_TRUE(started.ok()) << started.status();
   return started.ok() ? std::move(*started) : nullptr;
+}
+
+// What a finished run of a binary printed (stdout and stderr together) and its exit code (-1 with
+// the reason in `output` when it could not run).
+struct CliRun {
+  int exit_code = -1;
+  std::string output;
+};
+
+// Runs `argv` to completion with `env` added to the environment.
+inline CliRun RunBin(const std::vector<std::string>& argv,
+                     std::vector<std::pair<std::string, std::string>> env = {},
+                     absl::Duration timeout = absl::Seconds(120)) {
+  SubprocessOptions options;
+  options.stdout_to = SubprocessOptions::Output::kCapture;
+  options.stderr_to = SubprocessOptions::Output::kStdout;
+  options.env = std::move(env);
+  CliRun r;
+  absl::StatusOr<SubprocessResult> run = RunSubprocess(argv, options, timeout);
+  if (!run.ok()) {
+    r.output = run.status().ToString();
+    return r;
+  }
+  r.exit_code = run->exit_code;
+  r.output = std::move(run->stdout_text);
+  return r;
 }
 
 inline std::string ReadFile(const std::string& path) {

@@ -27,28 +27,11 @@ namespace {
 
 using bpnas::v1::QuantizedModel;
 
-struct CliRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
 CliRun Bpnas(const std::vector<std::string>& args,
              std::vector<std::pair<std::string, std::string>> env = {}) {
-  SubprocessOptions options;
-  options.stdout_to = SubprocessOptions::Output::kCapture;
-  options.stderr_to = SubprocessOptions::Output::kStdout;
-  options.env = std::move(env);
   std::vector<std::string> argv = {Bin("bpnas")};
   argv.insert(argv.end(), args.begin(), args.end());
-  CliRun r;
-  auto run = RunSubprocess(argv, options, absl::Seconds(120));
-  if (!run.ok()) {
-    r.output = run.status().ToString();
-    return r;
-  }
-  r.exit_code = run->exit_code;
-  r.output = std::move(run->stdout_text);
-  return r;
+  return RunBin(argv, std::move(env));
 }
 
 std::string Write(const std::string& name, const std::string& bytes) {

@@ -26,18 +26,18 @@
 namespace bpnas {
 namespace {
 
-struct CliRun {
+struct TimedCliRun {
   int exit_code = -1;
   std::string out;  // stdout
   std::string all;  // stdout + stderr
   double seconds = 0;
 };
 
-CliRun RunCli(const std::string& args) {
+TimedCliRun RunCli(const std::string& args) {
   SubprocessOptions options;
   options.stdout_to = SubprocessOptions::Output::kCapture;
   options.stderr_to = SubprocessOptions::Output::kCapture;
-  CliRun r;
+  TimedCliRun r;
   const auto t0 = std::chrono::steady_clock::now();
   absl::StatusOr<SubprocessResult> run = RunSubprocess(BinArgv("bpnas", args), options);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -111,7 +111,7 @@ class Cluster : public ::testing::Test {
   }
 
   static bpnas::v1::Job Status(const std::string& id) {
-    CliRun r = RunCli("status " + id + " --json --server " + server_);
+    TimedCliRun r = RunCli("status " + id + " --json --server " + server_);
     EXPECT_EQ(r.exit_code, 0) << r.all;
     return ParseJson<bpnas::v1::Job>(r.out);
   }
@@ -126,7 +126,7 @@ std::unique_ptr<Subprocess> Cluster::up_;
 
 TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
   const std::string spec = WriteFile("e2e_tiny.json", TinySpec(2));
-  CliRun sub = RunCli("submit " + spec + " --wait --server " + server_);
+  TimedCliRun sub = RunCli("submit " + spec + " --wait --server " + server_);
   ASSERT_EQ(sub.exit_code, 0) << sub.all;
   const std::string id = sub.out.substr(0, sub.out.find('\n'));
   ASSERT_EQ(id.rfind("j-", 0), 0u) << sub.out;
@@ -138,14 +138,14 @@ TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
   EXPECT_GT(job.artifact_bytes(), 0);
   EXPECT_TRUE(job.has_latest_progress()) << "progress reports reached the store";
   // The human status names the check's outcome whenever the check ran (on by default).
-  CliRun human = RunCli("status " + id + " --server " + server_);
+  TimedCliRun human = RunCli("status " + id + " --server " + server_);
   ASSERT_EQ(human.exit_code, 0) << human.all;
   EXPECT_NE(human.out.find("result: test accuracy"), std::string::npos) << human.out;
   EXPECT_EQ(human.out.find("uniform check: ") != std::string::npos, job.result().check_uniform_bits() > 0)
       << human.out;
 
   const std::string model = ::testing::TempDir() + "/e2e.bpq";
-  CliRun fetch = RunCli("fetch " + id + " -o " + model + " --server " + server_);
+  TimedCliRun fetch = RunCli("fetch " + id + " -o " + model + " --server " + server_);
   ASSERT_EQ(fetch.exit_code, 0) << fetch.all;
   const std::string bytes = ReadFile(model);
   EXPECT_EQ(int64_t(bytes.size()), job.artifact_bytes());
@@ -154,17 +154,17 @@ TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
   // --onnx alone writes the ONNX export of the same model: the bytes `bpnas export` writes.
   const std::string fetched_onnx = ::testing::TempDir() + "/e2e_fetched.onnx";
   const std::string exported_onnx = ::testing::TempDir() + "/e2e_exported.onnx";
-  CliRun fetch_onnx = RunCli("fetch " + id + " --onnx " + fetched_onnx + " --server " + server_);
+  TimedCliRun fetch_onnx = RunCli("fetch " + id + " --onnx " + fetched_onnx + " --server " + server_);
   ASSERT_EQ(fetch_onnx.exit_code, 0) << fetch_onnx.all;
-  CliRun exported = RunCli("export " + model + " -o " + exported_onnx);
+  TimedCliRun exported = RunCli("export " + model + " -o " + exported_onnx);
   ASSERT_EQ(exported.exit_code, 0) << exported.all;
   EXPECT_FALSE(ReadFile(fetched_onnx).empty());
   EXPECT_TRUE(ReadFile(fetched_onnx) == ReadFile(exported_onnx));
-  CliRun neither = RunCli("fetch " + id + " --server " + server_);
+  TimedCliRun neither = RunCli("fetch " + id + " --server " + server_);
   EXPECT_EQ(neither.exit_code, 2) << neither.all;
 
   // The artifact alone reproduces the accuracy the worker measured.
-  CliRun eval = RunCli("eval " + model + " --json");
+  TimedCliRun eval = RunCli("eval " + model + " --json");
   ASSERT_EQ(eval.exit_code, 0) << eval.all;
   const auto at = eval.out.find("\"test_accuracy\": ");
   ASSERT_NE(at, std::string::npos) << eval.out;
@@ -173,7 +173,7 @@ TEST_F(Cluster, SubmitWaitFetchEvalGivesTheSameModelAndAccuracy) {
 
 TEST_F(Cluster, CancelStopsTheRunningSearchAndFreesTheWorker) {
   const std::string slow = WriteFile("e2e_slow.json", TinySpec(200));
-  CliRun sub = RunCli("submit " + slow + " --server " + server_);
+  TimedCliRun sub = RunCli("submit " + slow + " --server " + server_);
   ASSERT_EQ(sub.exit_code, 0) << sub.all;
   const std::string id = sub.out.substr(0, sub.out.find('\n'));
   // Wait until it is training.
@@ -193,14 +193,14 @@ TEST_F(Cluster, CancelStopsTheRunningSearchAndFreesTheWorker) {
       << *worker_metrics;
   EXPECT_NE(worker_metrics->find("bpnas_worker_checkpoints_total{result=\"stored\"}"), std::string::npos)
       << *worker_metrics;
-  CliRun cancel = RunCli("cancel " + id + " --json --server " + server_);
+  TimedCliRun cancel = RunCli("cancel " + id + " --json --server " + server_);
   ASSERT_EQ(cancel.exit_code, 0) << cancel.all;
   EXPECT_EQ(ParseJson<bpnas::v1::Job>(cancel.out).state(), bpnas::v1::CANCELLED);
 
   // The worker stops the search and takes the next job: a short one finishes soon after.
   const auto t0 = std::chrono::steady_clock::now();
   const std::string quick = WriteFile("e2e_quick.json", TinySpec(1));
-  CliRun next = RunCli("submit " + quick + " --wait --server " + server_);
+  TimedCliRun next = RunCli("submit " + quick + " --wait --server " + server_);
   ASSERT_EQ(next.exit_code, 0) << next.all;
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_LT(s, 90) << "the cancelled search held the worker";
@@ -208,20 +208,20 @@ TEST_F(Cluster, CancelStopsTheRunningSearchAndFreesTheWorker) {
 }
 
 TEST_F(Cluster, BadSpecIsRefusedNamingTheFieldAndStoresNothing) {
-  CliRun before = RunCli("list --json --limit 1000 --server " + server_);
+  TimedCliRun before = RunCli("list --json --limit 1000 --server " + server_);
   ASSERT_EQ(before.exit_code, 0) << before.all;
   const int n = ParseJson<bpnas::v1::ListJobsResponse>(before.out).jobs_size();
   const std::string bad = WriteFile("e2e_bad.json", R"({"model": {"name": "tiny"},
     "constraint": {"metric": "BITOPS", "max_relative_to_uniform_bits": 4}, "search": {"arch_lr": -1}})");
-  CliRun r = RunCli("submit " + bad + " --server " + server_);
+  TimedCliRun r = RunCli("submit " + bad + " --server " + server_);
   EXPECT_EQ(r.exit_code, 2) << r.all;
   EXPECT_NE(r.all.find("search.arch_lr"), std::string::npos) << r.all;
-  CliRun after = RunCli("list --json --limit 1000 --server " + server_);
+  TimedCliRun after = RunCli("list --json --limit 1000 --server " + server_);
   EXPECT_EQ(ParseJson<bpnas::v1::ListJobsResponse>(after.out).jobs_size(), n);
 }
 
 TEST_F(Cluster, UnreachableServerIsAOneLineErrorNotAHang) {
-  CliRun r = RunCli("list --server 127.0.0.1:1 --timeout 2");
+  TimedCliRun r = RunCli("list --server 127.0.0.1:1 --timeout 2");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_LT(r.seconds, 10);
   EXPECT_NE(r.all.find("cannot reach the coordinator at 127.0.0.1:1"), std::string::npos) << r.all;
@@ -229,13 +229,13 @@ TEST_F(Cluster, UnreachableServerIsAOneLineErrorNotAHang) {
 
 // Last: stop everything, start again on the same state folder; the jobs are still there.
 TEST_F(Cluster, RestartOnTheSameStateKeepsEveryJob) {
-  CliRun before = RunCli("list --json --limit 1000 --server " + server_);
+  TimedCliRun before = RunCli("list --json --limit 1000 --server " + server_);
   ASSERT_EQ(before.exit_code, 0) << before.all;
   auto jobs_before = ParseJson<bpnas::v1::ListJobsResponse>(before.out);
   ASSERT_GT(jobs_before.jobs_size(), 0);
   StopUp();
   StartUp();
-  CliRun after = RunCli("list --json --limit 1000 --server " + server_);
+  TimedCliRun after = RunCli("list --json --limit 1000 --server " + server_);
   ASSERT_EQ(after.exit_code, 0) << after.all;
   auto jobs_after = ParseJson<bpnas::v1::ListJobsResponse>(after.out);
   ASSERT_EQ(jobs_after.jobs_size(), jobs_before.jobs_size());

@@ -19,25 +19,7 @@
 namespace bpnas {
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string output;  // stdout and stderr
-};
-
-CliRun Bpnas(const std::string& args) {
-  SubprocessOptions options;
-  options.stdout_to = SubprocessOptions::Output::kCapture;
-  options.stderr_to = SubprocessOptions::Output::kStdout;
-  CliRun r;
-  absl::StatusOr<SubprocessResult> run = RunSubprocess(BinArgv("bpnas", args), options);
-  if (!run.ok()) {
-    r.output = run.status().ToString();
-    return r;
-  }
-  r.exit_code = run->exit_code;
-  r.output = std::move(run->stdout_text);
-  return r;
-}
+CliRun Bpnas(const std::string& args) { return RunBin(BinArgv("bpnas", args), {}, absl::InfiniteDuration()); }
 
 std::string WriteFile(const std::string& name, const std::string& text) {
   const std::string path = ::testing::TempDir() + "/" + name;
