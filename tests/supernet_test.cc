@@ -239,6 +239,24 @@ TEST(Supernet, RaiseToBandLiftsAnArgmaxBelowTheBandWithoutPassingTheBudget) {
   }
 }
 
+// A few SGD steps of a pinned network with batch norm folded (as the weights phases train: the
+// network the artifact holds), statistics frozen from step `frozen_from`; then its eval-mode logits.
+torch::Tensor TrainFoldedThenEvaluate(Supernet& net, const torch::Tensor& x, int steps, int frozen_from) {
+  net->SetBatchNormFolding(true);
+  torch::optim::SGD opt(net->WeightParameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  auto y = torch::randint(0, 4, {x.size(0)}, torch::kLong);
+  net->train();
+  for (int s = 0; s < steps; ++s) {
+    net->SetBatchNormFrozen(s >= frozen_from);
+    opt.zero_grad();
+    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
+    opt.step();
+  }
+  net->eval();
+  torch::NoGradGuard g;
+  return net->forward(x);
+}
+
 TEST(Artifact, InterpreterReproducesTheNetworkAndChecksumCatchesCorruption) {
   JobPlan plan = Plan("resnet20", "BITOPS", 4);
   Supernet net(plan.graph, QuantOptionsFor(plan.spec));
@@ -249,22 +267,8 @@ TEST(Artifact, InterpreterReproducesTheNetworkAndChecksumCatchesCorruption) {
     l->Pin(i % 4, (i / 2) % 4);
     ++i;
   }
-  net->SetBatchNormFolding(true);  // as the weights phases train: the network the artifact holds
-  torch::optim::SGD opt(net->WeightParameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   auto x = torch::rand({32, 1, 16, 16});
-  auto y = torch::randint(0, 4, {32}, torch::kLong);
-  net->train();
-  for (int s = 0; s < 5; ++s) {
-    opt.zero_grad();
-    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
-    opt.step();
-  }
-  net->eval();
-  torch::Tensor want;
-  {
-    torch::NoGradGuard g;
-    want = net->forward(x);
-  }
+  const torch::Tensor want = TrainFoldedThenEvaluate(net, x, /*steps=*/5, /*frozen_from=*/5);
   bpnas::v1::SearchResult result;
   auto model = ExportQuantizedModel(net, plan, result);
   ASSERT_TRUE(model.ok()) << model.status();
@@ -347,24 +351,9 @@ TEST(Artifact, FoldedNetworkAndArtifactAgreePerChannel) {
   plan.spec.mutable_finetune()->set_per_channel_weights(true);
   Supernet net(plan.graph, QuantOptionsFor(plan.spec));
   for (auto l : net->searchable_layers()) l->Pin(2, 2);
-  net->SetBatchNormFolding(true);
   torch::manual_seed(3);
-  torch::optim::SGD opt(net->WeightParameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
   auto x = torch::rand({16, 1, 16, 16});
-  auto y = torch::randint(0, 4, {16}, torch::kLong);
-  net->train();
-  for (int s = 0; s < 4; ++s) {
-    net->SetBatchNormFrozen(s >= 2);
-    opt.zero_grad();
-    torch::nn::functional::cross_entropy(net->forward(x), y).backward();
-    opt.step();
-  }
-  net->eval();
-  torch::Tensor want;
-  {
-    torch::NoGradGuard g;
-    want = net->forward(x);
-  }
+  const torch::Tensor want = TrainFoldedThenEvaluate(net, x, /*steps=*/4, /*frozen_from=*/2);
   auto model = ExportQuantizedModel(net, plan, bpnas::v1::SearchResult());
   ASSERT_TRUE(model.ok()) << model.status();
   auto got = RunQuantizedModel(*model, x);
