@@ -13,6 +13,8 @@ fine-tune from the FP32 weights, seed 1), in one run of this script:
 2. The effects are reported on the test set, on all 60,000 training images: the baseline binary
    (an engine from before format 2: batch norm a float affine after each conv, trained unfolded)
    against this engine with folding, per tensor and per channel.
+3. The same for the uniform network at the budget's bits (fine-tune only), where both engines train
+   the same architecture.
 
 Finished runs are reused when their spec is unchanged (experiments/runs.py).
 """
@@ -90,6 +92,18 @@ def main():
             rows.append(("effect", bits, "folded, per channel" if pc else "folded, per tensor", r))
             print(f"{name}: test {r['test_accuracy']:.2f}%", flush=True)
 
+    # 3. The same architecture on both sides (the uniform network at the budget's bits, fine-tuned
+    #    only), so that the effect of folding is not mixed with a different search outcome.
+    for bits in [int(float(b)) for b in a.bits.split(",") if float(b).is_integer()]:
+        for label, binary in (("unfolded (before)", a.baseline_bin), ("folded, per tensor", a.bin)):
+            spec = spec_for(bits)
+            spec["method"] = "UNIFORM"
+            spec["uniform_bits"] = bits
+            name = f"uniform-b{bits}-{'unfolded' if binary == a.baseline_bin else 'folded-tensor'}"
+            r = run_cached(binary, spec, os.path.join(a.out, name), name)
+            rows.append(("uniform", bits, label, r))
+            print(f"{name}: test {r['test_accuracy']:.2f}%", flush=True)
+
     def bits_of(r):
         ls = r.get("layers", [])
         w = sorted({l.get("weightBits", l.get("weight_bits")) for l in ls})
@@ -99,7 +113,8 @@ def main():
     lines = ["| split | budget (bits) | variant | bits | cost/budget | accuracy |", "|---|---|---|---|---|---|"]
     for kind, bits, variant, r in rows:
         acc = r["validation_accuracy"] if kind == "choice" else r["test_accuracy"]
-        split = "validation (10k held out)" if kind == "choice" else "test"
+        split = {"choice": "validation (10k held out)", "effect": "test, BP-NAS",
+                 "uniform": "test, uniform network"}[kind]
         lines.append(f"| {split} | {bits:g} | {variant} | {bits_of(r)} | {r['cost'] / r['budget']:.3f} | {acc:.2f}% |")
     table = "\n".join(lines)
     with open(os.path.join(a.out, "table.md"), "w") as f:
