@@ -354,9 +354,7 @@ int CmdSearch(int argc, char** argv) {
 
 // One predicted class per test image, one a line, in the data set's order (for comparing runtimes
 // image by image).
-absl::Status WritePredictions(const bpnas::v1::QuantizedModel& model, const Dataset& test,
-                              const std::string& path) {
-  BPNAS_ASSIGN_OR_RETURN(const std::vector<int64_t> classes, PredictQuantizedModel(model, test.images));
+absl::Status WritePredictions(const std::vector<int64_t>& classes, const std::string& path) {
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "w"), &std::fclose);
   if (!f) return absl::InvalidArgumentError(absl::StrCat("--predictions ", path, ": cannot write there"));
   for (int64_t c : classes) std::fprintf(f.get(), "%lld\n", (long long)c);
@@ -442,10 +440,11 @@ int CmdEval(int argc, char** argv) {
     }
     return 0;
   }
-  auto acc = EvaluateQuantizedModel(*model, data->test);
+  std::vector<int64_t> classes;
+  auto acc = EvaluateQuantizedModel(*model, data->test, 500, &classes);
   if (!acc.ok()) return Fail(acc.status());
   if (args->options.count("predictions")) {
-    absl::Status w = WritePredictions(*model, data->test, args->options["predictions"]);
+    absl::Status w = WritePredictions(classes, args->options["predictions"]);
     if (!w.ok()) return Fail(w);
   }
   if (json) {

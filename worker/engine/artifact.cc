@@ -181,7 +181,7 @@ absl::StatusOr<std::vector<int64_t>> PredictQuantizedModel(const QuantizedModel&
 }
 
 absl::StatusOr<double> EvaluateQuantizedModel(const QuantizedModel& model, const Dataset& data,
-                                              int batch_size) {
+                                              int batch_size, std::vector<int64_t>* predictions) {
   if (data.size() == 0) return absl::InvalidArgumentError("evaluation data is empty");
   if (data.images.size(1) != model.input_channels() || data.images.size(2) != model.input_height() ||
       data.images.size(3) != model.input_width()) {
@@ -190,12 +190,11 @@ absl::StatusOr<double> EvaluateQuantizedModel(const QuantizedModel& model, const
                                                    " does not match the model input ", model.input_channels(),
                                                    "x", model.input_height(), "x", model.input_width()));
   }
+  BPNAS_ASSIGN_OR_RETURN(std::vector<int64_t> classes, PredictQuantizedModel(model, data.images, batch_size));
+  const torch::Tensor labels = data.labels.to(torch::kInt64).contiguous();
   int64_t correct = 0;
-  for (int64_t i = 0; i < data.size(); i += batch_size) {
-    const int64_t n = std::min<int64_t>(batch_size, data.size() - i);
-    BPNAS_ASSIGN_OR_RETURN(torch::Tensor logits, RunQuantizedModel(model, data.images.narrow(0, i, n)));
-    correct += logits.argmax(1).eq(data.labels.narrow(0, i, n)).sum().item<int64_t>();
-  }
+  for (size_t i = 0; i < classes.size(); ++i) correct += classes[i] == labels.data_ptr<int64_t>()[i];
+  if (predictions != nullptr) *predictions = std::move(classes);
   return 100.0 * double(correct) / double(data.size());
 }
 

@@ -34,9 +34,11 @@ absl::StatusOr<torch::Tensor> RunQuantizedModel(const bpnas::v1::QuantizedModel&
 // batches of `batch_size`. Errors as RunQuantizedModel.
 absl::StatusOr<std::vector<int64_t>> PredictQuantizedModel(const bpnas::v1::QuantizedModel& model,
                                                            const torch::Tensor& images, int batch_size = 500);
-// Accuracy in percent of the artifact on `data`.
+// Accuracy in percent of the artifact on `data`; with `predictions`, also each image's class (one
+// pass over the data for both).
 absl::StatusOr<double> EvaluateQuantizedModel(const bpnas::v1::QuantizedModel& model, const Dataset& data,
-                                              int batch_size = 500);
+                                              int batch_size = 500,
+                                              std::vector<int64_t>* predictions = nullptr);
 
 // The integer-only engine (artifact/integer_inference.h) beside the fake-quantized interpreter on
 // the same images: both see the images as 8-bit pixels, round(255 x) (what the built-in data sets

@@ -180,7 +180,13 @@ torch::Tensor Broadcastable(const torch::Tensor& per_row, const torch::Tensor& w
 std::pair<torch::Tensor, torch::Tensor> MixedPrecisionLayerImpl::FoldedWeightCodes(const torch::Tensor& fold,
                                                                                    int bits) const {
   torch::NoGradGuard guard;
-  const torch::Tensor wf = FoldedWeight(fold);
+  return CodesOf(FoldedWeight(fold), bits);
+}
+
+std::pair<torch::Tensor, torch::Tensor> MixedPrecisionLayerImpl::CodesOf(const torch::Tensor& w,
+                                                                         int bits) const {
+  torch::NoGradGuard guard;
+  const torch::Tensor wf = w.detach();
   const torch::Tensor mean_abs =
       options_.per_channel_weights ? wf.abs().flatten(1).mean(1) : wf.abs().mean().reshape({1});
   const torch::Tensor clip = (mean_abs * WeightK(options_, bits)).clamp_min(1e-8);
@@ -191,8 +197,8 @@ std::pair<torch::Tensor, torch::Tensor> MixedPrecisionLayerImpl::FoldedWeightCod
 }
 
 torch::Tensor MixedPrecisionLayerImpl::QuantizeFoldedWeight(const torch::Tensor& fold, int bits) const {
-  auto [codes, step] = FoldedWeightCodes(fold, bits);
   const torch::Tensor wf = FoldedWeight(fold);
+  auto [codes, step] = CodesOf(wf, bits);
   torch::Tensor c;
   {
     torch::NoGradGuard guard;

@@ -90,6 +90,8 @@ class MixedPrecisionLayerImpl : public torch::nn::Module {
   torch::Tensor QuantizeInput(const torch::Tensor& x, const std::vector<int>& bits,
                               const torch::Tensor& probs);
   torch::Tensor FoldedWeight(const torch::Tensor& fold) const;
+  // FoldedWeightCodes of an already folded weight `w` (no gradient).
+  std::pair<torch::Tensor, torch::Tensor> CodesOf(const torch::Tensor& w, int bits) const;
 
   std::string name_;
   bool is_conv_;
